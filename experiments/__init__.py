@@ -1,0 +1,1 @@
+"""Command-line entry points: the grid runner, the report, benchmarks, and their flagfiles."""

@@ -1,0 +1,292 @@
+"""Figures and a Markdown summary of an experiment's runs.
+
+    python -m experiments.report results/cpu_cifar10
+
+Writes into the experiment folder:
+
+* ``accuracy_vs_noise.png`` — the paper's Fig. 2: accuracy gain over the
+  baseline (top) and clean test accuracy (bottom) against the noise rate s,
+  mean ± std over seeds, for the mean of the last five epochs and the last epoch;
+* ``loss_curves.png`` — Fig. 1: training loss (noisy labels) and test loss
+  (clean labels) of the baseline and of quantization, per epoch;
+* ``memorization.png`` — per epoch and method: the share of corrupted
+  training examples predicted as their wrong label (memorized) and as their
+  true label, and the clean test accuracy;
+* ``robustness.png`` — Fig. 3, when a method was run with several settings:
+  gain of each setting over the method's default setting, against s;
+* ``summary.md`` — the tables behind the figures.
+"""
+
+from __future__ import annotations
+
+import collections
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from tfq_noise import methods, results  # noqa: E402
+
+HUMAN_NOISE = ("aggre", "random1", "random2", "random3", "worst")
+METRICS = (("test_accuracy_last5", "mean of last 5 epochs"), ("test_accuracy", "last epoch"))
+
+
+def variant_label(final: dict) -> str:
+    """'quantization W4/A4', 'dropout (dropout_rate=0.3)', ... from a final.json."""
+    method, hp = final["method"], final.get("hparams", {})
+    defaults = methods.default_hparams(method)
+    changed = {k: v for k, v in hp.items() if defaults.get(k) != v}
+    label = method
+    if "quantization" in method:
+        label = method.replace("quantization", f"quantization W{hp['weight_bits']}/A{hp['activation_bits']}")
+        changed = {k: v for k, v in changed.items() if k not in ("weight_bits", "activation_bits")}
+    if changed:
+        label += " (" + ", ".join(f"{k}={v}" for k, v in sorted(changed.items())) + ")"
+    return label
+
+
+def _png(fig, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def _group(finals, noise_filter):
+    """{label: {rate: [finals]}} for the finals whose noise type passes the filter."""
+    grouped = collections.defaultdict(lambda: collections.defaultdict(list))
+    for f in finals:
+        if noise_filter(f["noise_type"]):
+            grouped[variant_label(f)][f["noise_rate"]].append(f)
+    return grouped
+
+
+def _stats(runs, key):
+    values = [r[key] for r in runs if r.get(key) is not None]
+    if not values:
+        return None, None, 0
+    return float(np.mean(values)), float(np.std(values)), len(values)
+
+
+def _is_default_variant(label: str) -> bool:
+    return "(" not in label and "W8/A8" not in label and "W2/" not in label and "W3/" not in label
+
+
+def plot_accuracy_vs_noise(grouped, path: Path) -> bool:
+    baseline = grouped.get("baseline")
+    labels = sorted(grouped, key=lambda l: (l != "baseline", l))
+    if not labels:
+        return False
+    fig, axes = plt.subplots(2, len(METRICS), figsize=(6.5 * len(METRICS), 8), squeeze=False)
+    for col, (key, title) in enumerate(METRICS):
+        for label in labels:
+            rates = sorted(grouped[label])
+            means = [_stats(grouped[label][r], key)[0] for r in rates]
+            stds = [_stats(grouped[label][r], key)[1] for r in rates]
+            style = dict(marker="o", capsize=3, label=label, linewidth=2.5 if "quantization" in label else 1.2)
+            axes[1, col].errorbar(np.array(rates) * 100, np.array(means) * 100, yerr=np.array(stds) * 100, **style)
+            if baseline:
+                shared = [r for r in rates if r in baseline]
+                gains = [(_stats(grouped[label][r], key)[0] - _stats(baseline[r], key)[0]) * 100 for r in shared]
+                axes[0, col].plot(np.array(shared) * 100, gains, marker="o", label=label,
+                                  linewidth=style["linewidth"])
+        axes[0, col].axhline(0, color="gray", linewidth=0.8)
+        axes[0, col].set_title(f"Gain over baseline ({title})")
+        axes[0, col].set_ylabel("accuracy gain (points)")
+        axes[1, col].set_title(f"Clean test accuracy ({title})")
+        axes[1, col].set_ylabel("test accuracy (%)")
+        for ax in axes[:, col]:
+            ax.set_xlabel("training labels re-drawn at random, s (%)")
+            ax.grid(alpha=0.3)
+    axes[1, 0].legend(fontsize=8, loc="lower left")
+    _png(fig, path)
+    return True
+
+
+def _histories(finals):
+    return {f["run_dir"]: results.read_history(Path(f["run_dir"]) / results.HISTORY) for f in finals}
+
+
+def _pick_rate(grouped, wanted=0.4):
+    rates = sorted({r for by_rate in grouped.values() for r in by_rate})
+    if not rates:
+        return None
+    return wanted if wanted in rates else max(rates)
+
+
+def plot_loss_curves(grouped, histories, rate, path: Path) -> bool:
+    pairs = [(l, c) for l, c in (("baseline", "tab:blue"), ("quantization W4/A4", "tab:red")) if l in grouped]
+    if rate is None or not pairs:
+        return False
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for label, color in pairs:
+        for run in grouped[label].get(rate, [])[:1]:
+            h = histories[run["run_dir"]]
+            epochs = [r["epoch"] + 1 for r in h]
+            ax.plot(epochs, [r["loss"] for r in h], color=color, linestyle="--", label=f"{label}: train (noisy)")
+            if all("test_loss" in r for r in h):
+                ax.plot(epochs, [r["test_loss"] for r in h], color=color, label=f"{label}: test (clean)")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("cross-entropy")
+    ax.set_title(f"Training and test loss, s = {rate:.0%}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    _png(fig, path)
+    return True
+
+
+def plot_memorization(grouped, histories, rate, path: Path) -> bool:
+    labels = [l for l in sorted(grouped, key=lambda l: (l != "baseline", l)) if grouped[l].get(rate)]
+    if rate is None or not labels:
+        return False
+    fig, axes = plt.subplots(1, 3, figsize=(18, 4.8))
+    for label in labels:
+        h = histories[grouped[label][rate][0]["run_dir"]]
+        epochs = [r["epoch"] + 1 for r in h]
+        width = 2.5 if "quantization" in label else 1.2
+        for ax, key in zip(axes, ("memorized", "corrected", "test_accuracy")):
+            if all(key in r for r in h):
+                ax.plot(epochs, [100 * r[key] for r in h], label=label, linewidth=width)
+    titles = ("Corrupted examples predicted as their wrong label", "Corrupted examples predicted as their true label",
+              "Clean test accuracy")
+    for ax, title in zip(axes, titles):
+        ax.set_title(f"{title} (s = {rate:.0%})", fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("%")
+        ax.grid(alpha=0.3)
+    axes[2].legend(fontsize=7)
+    _png(fig, path)
+    return True
+
+
+def plot_robustness(grouped, path: Path) -> bool:
+    """Each non-default setting of a method against the method's default setting (Fig. 3)."""
+    families = collections.defaultdict(list)
+    for label in grouped:
+        families[label.split(" ")[0]].append(label)
+    families = {m: ls for m, ls in families.items() if len(ls) > 1}
+    if not families:
+        return False
+    fig, axes = plt.subplots(1, len(families), figsize=(6 * len(families), 4.5), squeeze=False)
+    for ax, (method, labels) in zip(axes[0], sorted(families.items())):
+        reference = next((l for l in labels if _is_default_variant(l)), labels[0])
+        for label in sorted(labels):
+            rates = sorted(r for r in grouped[label] if r in grouped[reference])
+            gains = [(_stats(grouped[label][r], "test_accuracy_last5")[0]
+                      - _stats(grouped[reference][r], "test_accuracy_last5")[0]) * 100 for r in rates]
+            ax.plot(np.array(rates) * 100, gains, marker="o", label=label)
+        ax.axhline(0, color="gray", linewidth=0.8)
+        ax.set_title(f"{method}: gain over {reference}", fontsize=10)
+        ax.set_xlabel("s (%)")
+        ax.set_ylabel("gain, mean of last 5 epochs (points)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    _png(fig, path)
+    return True
+
+
+def _fmt(mean, std, n):
+    if mean is None:
+        return "—"
+    return f"{100 * mean:.1f} ± {100 * std:.1f} (n={n})" if n > 1 else f"{100 * mean:.1f}"
+
+
+def summary_markdown(experiment_dir: Path, finals, grouped, human, figures) -> str:
+    lines = [f"# {experiment_dir.name}: results", ""]
+    if finals:
+        f0 = finals[0]
+        caveats = sorted({f.get("data_caveat") for f in finals if f.get("data_caveat")})
+        lines += [f"{len(finals)} finished runs; dataset {f0['dataset']}, {f0['epochs']} epochs. "
+                  "Accuracies in %, mean ± std over seeds (n = number of seeds).", ""]
+        lines += [f"Data caveat: {c}" for c in caveats] + ([""] if caveats else [])
+    rates = sorted({r for by_rate in grouped.values() for r in by_rate})
+    baseline = grouped.get("baseline", {})
+    for key, title in METRICS + (("best_test_accuracy", "best epoch (oracle, for reference only)"),):
+        if not rates:
+            break
+        lines += [f"## Clean test accuracy, {title}", "",
+                  "| method | " + " | ".join(f"s = {r:.0%}" for r in rates) + " |",
+                  "|---|" + "---|" * len(rates)]
+        for label in sorted(grouped, key=lambda l: (l != "baseline", l)):
+            cells = []
+            for r in rates:
+                mean, std, n = _stats(grouped[label].get(r, []), key)
+                cell = _fmt(mean, std, n)
+                base = _stats(baseline.get(r, []), key)[0]
+                if mean is not None and base is not None and label != "baseline":
+                    cell += f" [{100 * (mean - base):+.1f}]"
+                cells.append(cell)
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        lines += ["", "In brackets: gain over the baseline in points.", ""]
+    if human:
+        types = sorted({t for by_type in human.values() for t in by_type})
+        lines += ["## CIFAR-10N (human label noise), mean of last 5 epochs / last epoch", "",
+                  "| method | " + " | ".join(types) + " |", "|---|" + "---|" * len(types)]
+        for label in sorted(human, key=lambda l: (l != "baseline", l)):
+            cells = []
+            for t in types:
+                runs = human[label].get(t, [])
+                cells.append(f"{_fmt(*_stats(runs, 'test_accuracy_last5'))} / {_fmt(*_stats(runs, 'test_accuracy'))}")
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        lines.append("")
+    memo = [(variant_label(f), f["noise_rate"], f.get("last_memorized")) for f in finals
+            if f.get("last_memorized") is not None and f["noise_type"] not in HUMAN_NOISE]
+    if memo:
+        lines += ["## Memorization at the last epoch (share of corrupted training examples predicted as "
+                  "their wrong label, %)", "", "| method | s | memorized |", "|---|---|---|"]
+        for label, rate, value in sorted(memo):
+            lines.append(f"| {label} | {rate:.0%} | {100 * value:.1f} |")
+        lines.append("")
+    wall = [f["wall_seconds"] for f in finals if f.get("wall_seconds")]
+    if wall:
+        lines += [f"Wall time per run: median {np.median(wall) / 60:.1f} min, max {max(wall) / 60:.1f} min.", ""]
+    lines += ["## Figures", ""] + [f"![{name}]({name})" for name in figures] + [""]
+    return "\n".join(lines)
+
+
+def write_report(experiment_dir) -> Path:
+    experiment_dir = Path(experiment_dir)
+    if not experiment_dir.is_dir():
+        raise FileNotFoundError(f"no experiment folder at {experiment_dir}")
+    finals = results.load_finals(experiment_dir)
+    synthetic = _group(finals, lambda t: t not in HUMAN_NOISE)
+    human = collections.defaultdict(lambda: collections.defaultdict(list))
+    for f in finals:
+        if f["noise_type"] in HUMAN_NOISE:
+            human[variant_label(f)][f["noise_type"]].append(f)
+    histories = _histories(finals)
+    rate = _pick_rate(synthetic)
+    figures = []
+    for name, ok in (
+        ("accuracy_vs_noise.png", lambda p: plot_accuracy_vs_noise(synthetic, p)),
+        ("loss_curves.png", lambda p: plot_loss_curves(synthetic, histories, rate, p)),
+        ("memorization.png", lambda p: plot_memorization(synthetic, histories, rate, p)),
+        ("robustness.png", lambda p: plot_robustness(synthetic, p)),
+    ):
+        if ok(experiment_dir / name):
+            figures.append(name)
+    path = experiment_dir / "summary.md"
+    results.atomic_write_text(path, summary_markdown(experiment_dir, finals, synthetic, human, figures))
+    print(f"report: {len(finals)} runs → {path} and {len(figures)} figures", flush=True)
+    return path
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python -m experiments.report results/<experiment>", file=sys.stderr)
+        return 2
+    try:
+        write_report(argv[0])
+    except FileNotFoundError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,371 @@
+"""The paper's Table 1 layout from finished multi-label runs: one row per regularizer, one column per task.
+
+    python -m experiments.table1 results/ferplus_k1
+    python -m experiments.table1 results/bp4d_fold1 results/bp4d_fold2 results/bp4d_fold3
+
+Reads every ``<dir>/<run>/final.json`` with ``per_task_f1`` and writes, into the first
+directory (or ``--out``), atomically:
+
+* ``table1.md`` — per-task test F1 and average F1, in percent, mean ± std over seeds
+  (sample std, n − 1), with the number of seeds, the average's gain over the Baseline
+  row and the spread across tasks; then the paper's BP4D Table 1 for comparison;
+* ``table1.png`` — a heat map of the per-task F1 (colour: difference to the Baseline
+  row) beside the average F1 of each row with its std over seeds (and, for BP4D, the
+  paper's average as a marker).
+
+Rows are labelled by regularizer. When every run of the table stops early (the
+paper's BP4D protocol: ``X+early_stopping`` for every X), early stopping is left
+out of the labels and ``early_stopping`` alone is the Baseline. Settings that differ
+from a method's defaults are named after the label (e.g. per-task head bits).
+
+With several directories (the folds of a cross-validation), a seed's score is the
+mean over the directories that hold that seed's run; mean ± std are then over seeds.
+The paper's BP4D values are printed for comparison.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import sys
+import tempfile
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+
+METHOD_LABELS = {
+    "baseline": "Baseline",
+    "early_stopping": "Early Stopping",
+    "weight_decay": "Weight Decay",
+    "dropout": "Dropout",
+    "label_smoothing": "Label Smoothing",
+    "pruning": "Pruning",
+    "quantization": "Quantization",
+}
+ROW_ORDER = ("Baseline", "Early Stopping", "Weight Decay", "Dropout", "Label Smoothing", "Pruning", "Quantization")
+
+# The paper's Table 1 (BP4D, F1 in percent, AUs 1, 2, 4, 6, 7, 10, 12, 14, 15, 17, 23, 24, then the average).
+PAPER_AUS = ("AU1", "AU2", "AU4", "AU6", "AU7", "AU10", "AU12", "AU14", "AU15", "AU17", "AU23", "AU24")
+PAPER_BP4D: dict[str, tuple[tuple[float, ...], float]] = {
+    "Baseline": ((49.6, 45.8, 55.1, 74.8, 75.5, 83.7, 87.1, 62.7, 47.0, 56.4, 44.8, 41.2), 60.3),
+    "Weight Decay": ((52.6, 46.8, 54.3, 75.3, 76.4, 83.1, 87.2, 58.6, 44.6, 58.5, 44.1, 43.1), 60.4),
+    "Dropout": ((50.2, 46.1, 57.5, 75.3, 75.8, 83.1, 87.1, 60.5, 47.9, 58.4, 46.9, 47.9), 61.4),
+    "Label Smoothing": ((48.8, 45.7, 56.0, 75.3, 74.8, 82.7, 87.3, 60.1, 44.0, 57.1, 43.8, 41.5), 59.8),
+    "Pruning": ((51.0, 45.0, 56.2, 76.1, 76.4, 82.5, 86.8, 61.3, 47.1, 58.0, 44.2, 42.8), 60.6),
+    "Quantization": ((51.7, 48.2, 57.6, 75.4, 76.9, 83.9, 87.8, 59.7, 48.4, 59.0, 47.8, 53.4), 62.5),
+}
+
+# Known task orders (final.json stores per_task_f1 with sorted keys).
+TASK_ORDERS: tuple[tuple[str, ...], ...] = (
+    PAPER_AUS,
+    ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt"),
+)
+
+
+# --------------------------------------------------------------------- reading runs
+
+
+def read_runs(directory: Path) -> list[dict]:
+    """The ``final.json`` of every finished multi-label run directly under ``directory``."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"no experiment directory at {directory}")
+    runs = []
+    for path in sorted(directory.glob("*/final.json")):
+        with open(path) as handle:
+            final = json.load(handle)
+        if final.get("per_task_f1"):
+            final["_dir"] = str(directory)
+            runs.append(final)
+    return runs
+
+
+def task_order(names: Iterable[str]) -> list[str]:
+    names = list(names)
+    for order in TASK_ORDERS:
+        if set(names) == set(order):
+            return list(order)
+    return sorted(names, key=lambda n: [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", n)])
+
+
+def _changed_hparams(final: Mapping) -> dict:
+    from tfq_noise import methods
+
+    defaults = methods.default_hparams(final["method"])
+    return {k: v for k, v in sorted((final.get("hparams") or {}).items()) if defaults.get(k) != v}
+
+
+def _head_bits_text(layer_bits: Mapping[str, Sequence[int]]) -> str:
+    """``{'head_a_dense': [8, 8], 'head_b_dense': [2, 4]}`` → ``heads W8/A8 {a}, W2/A4 {b}``."""
+    groups: dict[tuple[int, int], list[str]] = {}
+    other = []
+    for name, bits in layer_bits.items():
+        match = re.fullmatch(r"head_(.+)_(dense|hidden)", name)
+        if match:
+            groups.setdefault(tuple(bits), []).append(match.group(1))
+        else:
+            other.append(f"{name} W{bits[0]}/A{bits[1]}")
+    parts = []
+    for bits, tasks in sorted(groups.items(), reverse=True):
+        parts.append(f"W{bits[0]}/A{bits[1]}" if len(groups) == 1 else f"W{bits[0]}/A{bits[1]} {{{', '.join(tasks)}}}")
+    text = ("heads " + ", ".join(parts)) if parts else ""
+    return "; ".join([t for t in [text, *other] if t])
+
+
+def row_label(method: str, changed: Mapping, drop_early_stopping: bool) -> str:
+    names = [n for n in method.split("+") if n]
+    if drop_early_stopping:
+        names = [n for n in names if n != "early_stopping"]
+    label = " + ".join(METHOD_LABELS.get(n, n) for n in names) or "Baseline"
+    settings = []
+    for key, value in changed.items():
+        if key == "layer_bits" and isinstance(value, Mapping) and value:
+            settings.append(_head_bits_text(value))
+        else:
+            settings.append(f"{key}={json.dumps(value) if isinstance(value, (dict, list)) else value}")
+    return f"{label} [{'; '.join(settings)}]" if settings else label
+
+
+def _pruning_skipped(final: Mapping) -> bool:
+    """True if a pruning run's kept epoch comes before the pruning (early stopping kept an unpruned model)."""
+    if "pruning" not in final["method"].split("+"):
+        return False
+    hp = final.get("hparams") or {}
+    prune_epoch = int(round(float(hp.get("prune_epoch_fraction", 0.5)) * int(final["epochs"])))
+    return int(final.get("selected_epoch", final.get("epochs_trained", 0))) < prune_epoch
+
+
+# --------------------------------------------------------------------- the table
+
+
+def build_table(directories: Sequence[Path]) -> dict:
+    """Rows (label, per-task mean/std, average mean/std, seeds) from the runs of ``directories``."""
+    runs = [run for d in directories for run in read_runs(Path(d))]
+    if not runs:
+        raise ValueError(f"no finished multi-label runs (final.json with per_task_f1) in {[str(d) for d in directories]}")
+    tasks = task_order(runs[0]["per_task_f1"])
+    for run in runs:
+        if set(run["per_task_f1"]) != set(tasks):
+            raise ValueError(f"run {run.get('run')} in {run['_dir']} has tasks {sorted(run['per_task_f1'])}, "
+                             f"others {tasks}: one table holds one task set")
+    drop_es = all("early_stopping" in r["method"].split("+") for r in runs)
+    groups: dict[str, list[dict]] = {}
+    for run in runs:
+        groups.setdefault(row_label(run["method"], _changed_hparams(run), drop_es), []).append(run)
+
+    def order(label: str):
+        base = label.split(" [")[0]
+        return (ROW_ORDER.index(base) if base in ROW_ORDER else len(ROW_ORDER), label)
+
+    rows = []
+    for label in sorted(groups, key=order):
+        by_seed: dict[int, list[np.ndarray]] = {}
+        for run in groups[label]:
+            scores = [run["per_task_f1"][t] for t in tasks]
+            scores = [np.nan if s is None else float(s) for s in scores]
+            by_seed.setdefault(int(run["seed"]), []).append(np.array(scores + [np.mean(scores)]))
+        seeds = sorted(by_seed)
+        per_seed = np.array([np.mean(by_seed[s], axis=0) for s in seeds]) * 100.0  # [S, T + 1]
+        mean = per_seed.mean(axis=0)
+        std = per_seed.std(axis=0, ddof=1) if len(seeds) > 1 else np.zeros_like(mean)
+        rows.append({
+            "label": label,
+            "method": groups[label][0]["method"],
+            "seeds": seeds,
+            "runs": len(groups[label]),
+            "folds_per_seed": sorted({len(v) for v in by_seed.values()}),
+            "mean": mean, "std": std,
+            "task_spread": float(np.std(mean[:-1])),
+            "unpruned_runs": sum(_pruning_skipped(r) for r in groups[label]),
+            "epochs_kept": [int(r.get("selected_epoch", -1)) + 1 for r in groups[label]],
+        })
+    datasets = sorted({str(r.get("dataset")) for r in runs})
+    return {"tasks": tasks, "rows": rows, "datasets": datasets, "drop_early_stopping": drop_es,
+            "directories": [str(d) for d in directories]}
+
+
+def _fmt(mean: float, std: float, n: int) -> str:
+    if math.isnan(mean):
+        return "–"
+    return f"{mean:.1f} ± {std:.1f}" if n > 1 else f"{mean:.1f}"
+
+
+def paper_markdown() -> str:
+    lines = ["| F1 (%) | " + " | ".join(a.replace("AU", "") for a in PAPER_AUS) + " | Avg. |",
+             "|---|" + "---:|" * (len(PAPER_AUS) + 1)]
+    for label, (values, avg) in PAPER_BP4D.items():
+        lines.append(f"| {label} | " + " | ".join(f"{v:.1f}" for v in values) + f" | {avg:.1f} |")
+    return "\n".join(lines)
+
+
+def to_markdown(table: Mapping) -> str:
+    tasks, rows = table["tasks"], table["rows"]
+    baseline = next((r for r in rows if r["label"] == "Baseline"), None)
+    header = ["Method", *tasks, "Avg.", "Δ Avg. vs Baseline", "σ across tasks", "seeds"]
+    lines = [
+        f"# Table 1 layout: {', '.join(table['datasets'])}",
+        "",
+        f"Runs from {', '.join(table['directories'])}. Test F1 per task and average F1, in percent, "
+        "mean ± std over seeds (sample std)"
+        + (", a seed's score being the mean over the directories (folds)" if len(table["directories"]) > 1 else "")
+        + ". " + ("Every method stops early on the validation average F1 (Baseline = early stopping alone)."
+                  if table["drop_early_stopping"] else "Methods as named (early stopping only where listed)."),
+        "",
+        "| " + " | ".join(header) + " |",
+        "|---|" + "---:|" * (len(header) - 1),
+    ]
+    for row in rows:
+        n = len(row["seeds"])
+        cells = [_fmt(m, s, n) for m, s in zip(row["mean"], row["std"])]
+        delta = "–" if baseline is None else f"{row['mean'][-1] - baseline['mean'][-1]:+.1f}"
+        lines.append(f"| {row['label']} | " + " | ".join(cells) + f" | {delta} | {row['task_spread']:.1f} | {n} |")
+    notes = []
+    for row in rows:
+        if len(row["folds_per_seed"]) > 1:
+            notes.append(f"{row['label']}: seeds have different numbers of folds {row['folds_per_seed']} (incomplete grid).")
+        if row["unpruned_runs"]:
+            notes.append(f"{row['label']}: in {row['unpruned_runs']} of {row['runs']} runs early stopping kept an epoch "
+                         "before the pruning epoch, i.e. an unpruned model.")
+    if notes:
+        lines += ["", "**Warnings**", ""] + [f"- {n}" for n in notes]
+    lines += [
+        "",
+        f"Epochs kept (selected epoch + 1) per row: "
+        + "; ".join(f"{r['label']}: {min(r['epochs_kept'])}–{max(r['epochs_kept'])}" for r in rows) + ".",
+        "",
+        "## The paper's Table 1 (BP4D, F1 %, one number per cell, 5 runs averaged)",
+        "",
+        paper_markdown(),
+        "",
+    ]
+    if "bp4d" not in table["datasets"]:
+        lines += ["The paper's numbers are on BP4D action units; these runs are on "
+                  f"{', '.join(table['datasets'])}: compare gains over the Baseline, not absolute F1.", ""]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------- figure
+
+
+def save_figure(table: Mapping, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import textwrap
+
+    tasks, rows = table["tasks"], table["rows"]
+    columns = [*tasks, "Avg."]
+    means = np.array([r["mean"] for r in rows])
+    baseline = next((r for r in rows if r["label"] == "Baseline"), None)
+    labels = ["\n".join(textwrap.wrap(r["label"], 34)) for r in rows]
+    height = max(3.0, 0.42 * sum(l.count("\n") + 1 for l in labels) + 1.6)
+    fig, (ax_map, ax_bar) = plt.subplots(
+        1, 2, figsize=(max(10.0, 0.85 * len(columns) + 6.5), height),
+        gridspec_kw={"width_ratios": [max(len(columns), 4), 3.2]}, constrained_layout=True)
+    if baseline is not None:
+        delta = means - baseline["mean"][None, :]
+        limit = max(1.0, float(np.nanmax(np.abs(delta))))
+        image = ax_map.imshow(delta, cmap="RdBu", vmin=-limit, vmax=limit, aspect="auto")
+        fig.colorbar(image, ax=ax_map, shrink=0.8, label="F1 − Baseline F1 (points)")
+    else:
+        image = ax_map.imshow(means, cmap="viridis", aspect="auto")
+        fig.colorbar(image, ax=ax_map, shrink=0.8, label="F1 (%)")
+    for i in range(means.shape[0]):
+        for j in range(means.shape[1]):
+            if not math.isnan(means[i, j]):
+                ax_map.text(j, i, f"{means[i, j]:.1f}", ha="center", va="center", fontsize=8,
+                            fontweight="bold" if j == len(columns) - 1 else "normal")
+    ax_map.set_xticks(range(len(columns)), columns, rotation=45, ha="right")
+    ax_map.set_yticks(range(len(rows)), labels, fontsize=8)
+    ax_map.axvline(len(columns) - 1.5, color="black", linewidth=1)
+    ax_map.set_title("Test F1 per task (%), mean over seeds")
+
+    y = np.arange(len(rows))
+    avg = means[:, -1]
+    std = np.array([r["std"][-1] for r in rows])
+    colors = ["tab:red" if r["label"].startswith("Quantization") else "tab:gray" if r["label"] == "Baseline"
+              else "tab:blue" for r in rows]
+    ax_bar.barh(y, avg, xerr=std, color=colors, alpha=0.8, capsize=3)
+    if "bp4d" in table["datasets"]:
+        paper = [PAPER_BP4D.get(r["label"], (None, np.nan))[1] for r in rows]
+        ax_bar.scatter(paper, y, marker="D", color="black", zorder=3, label="paper (BP4D)")
+        ax_bar.legend(loc="lower right", fontsize=8)
+    low = float(np.nanmin(avg - std)) if len(avg) else 0.0
+    high = float(np.nanmax(avg + std)) if len(avg) else 1.0
+    pad = max(1.0, 0.15 * (high - low))
+    ax_bar.set_xlim(max(0.0, low - pad), min(100.0, high + pad))
+    ax_bar.set_yticks(y, [""] * len(rows))
+    ax_bar.set_ylim(len(rows) - 0.5, -0.5)
+    ax_bar.set_xlabel("average F1 (%), mean ± std over seeds")
+    ax_bar.grid(axis="x", alpha=0.3)
+    for yi, (m, s) in enumerate(zip(avg, std)):
+        ax_bar.text(m + s + pad * 0.1, yi, f"{m:.1f}", va="center", fontsize=8)
+    fig.suptitle(f"Table 1 layout — {', '.join(table['datasets'])}", fontsize=11)
+    _atomic_savefig(fig, Path(path))
+    plt.close(fig)
+
+
+def _atomic_savefig(fig, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=130)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# --------------------------------------------------------------------- entry point
+
+
+def paper_summary() -> str:
+    return "Paper, BP4D average F1 (%): " + ", ".join(f"{k} {v[1]:.1f}" for k, v in PAPER_BP4D.items())
+
+
+def write_table1(directories: Sequence[Path], out: Path | None = None) -> dict:
+    """Writes ``table1.md`` and ``table1.png`` into ``out`` (default: the first directory); returns the table."""
+    table = build_table(directories)
+    out = Path(out) if out is not None else Path(directories[0])
+    _atomic_write_text(out / "table1.md", to_markdown(table))
+    save_figure(table, out / "table1.png")
+    return table
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("directories", nargs="+", type=Path, help="results/<experiment> (several: folds)")
+    parser.add_argument("--out", type=Path, default=None, help="where to write (default: the first directory)")
+    args = parser.parse_args(argv)
+    try:
+        table = write_table1(args.directories, args.out)
+    except (OSError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    out = args.out or args.directories[0]
+    print(to_markdown(table).split("\n## ")[0])
+    print(paper_summary())
+    print(f"wrote {out / 'table1.md'} and {out / 'table1.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

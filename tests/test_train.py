@@ -1,0 +1,240 @@
+"""Tests of ``tfq_noise.train``: resume after a kill, NaN records, the run's files, reloading, memory.
+
+Runs are tiny (ResNet20 with one block per stage, 300 CIFAR-10 images, 200 test
+images through ``train(..., data=...)``). The kill is real: a child process
+that ends itself with ``os._exit`` at the end of an epoch, as a pre-empted job
+would, then the run is resumed in this process.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import tfq_noise  # noqa: F401  (selects Keras 2 before TensorFlow loads)
+import numpy as np
+import pytest
+
+from tfq_noise import callbacks, keras, results, tasks
+from tfq_noise.callbacks import predict_logits
+from tfq_noise.config import RunConfig
+from tfq_noise.train import RunFailed, build_run_model, load_trained_model, release_memory, train
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TINY = dict(experiment="test", model_kwargs={"blocks_per_stage": 1}, train_size=300, batch_size=64,
+            eval_train_size=64, noise_rate=0.4)
+
+
+def quiet(*args, **kwargs):
+    pass
+
+
+class Lines(list):
+    def __call__(self, text, **kwargs):
+        self.append(text)
+
+
+# --------------------------------------------------------------------------------------
+# Resume after a kill
+# --------------------------------------------------------------------------------------
+
+KILL_SCRIPT = textwrap.dedent("""
+    import dataclasses, os, sys
+    import tfq_noise
+    from tfq_noise import callbacks
+    from tfq_noise.config import RunConfig
+    from tfq_noise.datasets import DataPaths, prepare
+    from tfq_noise.train import train
+
+    config = RunConfig(**{config!r})
+    data = prepare(config, DataPaths(cifar10_dir={cifar10_dir!r}))
+    data = dataclasses.replace(data, test_images=data.test_images[:200], test_labels=data.test_labels[:200])
+    printed = callbacks.ProgressPrinter.on_epoch_end
+
+    def on_epoch_end(self, epoch, logs=None):
+        printed(self, epoch, logs)
+        if epoch == 1:
+            os._exit(3)  # killed after the 2nd epoch, no clean-up
+
+    callbacks.ProgressPrinter.on_epoch_end = on_epoch_end
+    train(config, {run_dir!r}, data=data)
+""")
+
+
+@pytest.fixture(scope="module")
+def resumed(tmp_path_factory, cifar10_dir, tiny_run_data):
+    """A 4-epoch run killed after epoch 2 in a child process, then resumed here."""
+    config = RunConfig(**TINY, epochs=4)
+    run_dir = tmp_path_factory.mktemp("resume") / config.run_name
+    script = KILL_SCRIPT.format(config=config.to_dict(), cifar10_dir=str(cifar10_dir), run_dir=str(run_dir))
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    child = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, env=env, capture_output=True,
+                           text=True, timeout=600)
+    killed_history = results.read_history(run_dir / results.HISTORY)
+    killed_state = results.run_state(run_dir)
+    data = tiny_run_data(config)
+    lines = Lines()
+    final = train(config, run_dir, data=data, print_fn=lines)
+    return {"child": child, "killed_history": killed_history, "killed_state": killed_state, "lines": lines,
+            "final": final, "config": config, "run_dir": run_dir, "data": data,
+            "history": results.read_history(run_dir / results.HISTORY)}
+
+
+def test_killed_run_left_two_epochs(resumed):
+    child = resumed["child"]
+    assert child.returncode == 3, child.stderr[-3000:]
+    assert "epoch 2/4" in child.stdout and "epoch 3/4" not in child.stdout
+    assert [r["epoch"] for r in resumed["killed_history"]] == [0, 1]
+    assert resumed["killed_state"] == "partial"
+
+
+def test_resume_continues_from_the_last_epoch(resumed):
+    history = resumed["history"]
+    assert [r["epoch"] for r in history] == [0, 1, 2, 3]
+    # The rows of the killed process are kept as they were (epoch_seconds would differ if redone).
+    assert history[:2] == resumed["killed_history"]
+    # Only the remaining epochs were trained.
+    assert [line.split("] ")[1].split(" (")[0] for line in resumed["lines"]] == ["epoch 3/4", "epoch 4/4"]
+    final = resumed["final"]
+    assert final["epochs_trained"] == 4 and final["selected_epoch"] == 3
+    assert results.run_state(resumed["run_dir"]) == "done"
+    assert not (resumed["run_dir"] / results.CHECKPOINTS / "backup").exists()
+
+
+def test_final_json_schema_and_summary(resumed):
+    final, history = results.read_json(resumed["run_dir"] / results.FINAL), resumed["history"]
+    assert final == resumed["final"]
+    assert set(results.FINAL_KEYS) <= set(final)
+    config = resumed["config"]
+    assert (final["method"], final["noise_rate"], final["seed"], final["epochs"]) == ("baseline", 0.4, 0, 4)
+    assert final["run"] == config.run_name == resumed["run_dir"].name
+    accuracy = [r["test_accuracy"] for r in history]
+    assert final["test_accuracy"] == accuracy[-1]
+    assert final["test_accuracy_last5"] == pytest.approx(np.mean(accuracy[-5:]))
+    assert final["best_test_accuracy"] == max(accuracy)
+    assert final["realized_flip_rate"] == pytest.approx(np.mean(resumed["data"].train_corrupted))
+    for name in (results.CONFIG, results.PROVENANCE, results.WEIGHTS):
+        assert (resumed["run_dir"] / name).is_file(), name
+    assert RunConfig.from_dict(results.read_json(resumed["run_dir"] / results.CONFIG)).run_name == config.run_name
+    for key in ("memorized", "corrected", "train_noisy_accuracy", "train_clean_accuracy", "test_accuracy",
+                "val_accuracy", "loss"):
+        assert all(r[key] is not None and np.isfinite(r[key]) for r in history), key
+
+
+def test_load_trained_model_gives_the_final_predictions(resumed):
+    model, config, final = load_trained_model(resumed["run_dir"])
+    assert config.run_name == resumed["config"].run_name and final == resumed["final"]
+    data = resumed["data"]
+    logits = predict_logits(model, data.test_images, data.mean, data.std)
+    assert float(np.mean(logits.argmax(-1) == data.test_labels)) == pytest.approx(final["test_accuracy"], abs=1e-9)
+
+
+def test_load_trained_model_refuses_unfinished_runs(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        load_trained_model(tmp_path / "missing")
+    results.write_json(tmp_path / results.CONFIG, RunConfig(**TINY).to_dict())
+    with pytest.raises(ValueError, match="not a finished run"):
+        load_trained_model(tmp_path)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: BackupAndRestore is the FIRST callback, so the epoch's checkpoint is saved before "
+    "EpochEvaluation/HistoryWriter run; a kill during the end-of-epoch evaluation (seconds on the full "
+    "test set) resumes at the next epoch and history.csv never gets that epoch's row (here: epochs 0, 2, 3). "
+    "Fix: put BackupAndRestore LAST in train()'s callback list (after HistoryWriter and the recipe's "
+    "callbacks), so a checkpoint only exists for epochs whose records are written."))
+def test_kill_during_the_epoch_evaluation_loses_no_history_row(tmp_path, tiny_run_data, monkeypatch):
+    config = RunConfig(**TINY, epochs=3)
+    data = tiny_run_data(config)
+    evaluate = callbacks.EpochEvaluation.on_epoch_end
+
+    class Killed(Exception):
+        pass
+
+    def dies_in_epoch_1(self, epoch, logs=None):
+        if epoch == 1:
+            raise Killed  # what a kill during the evaluation leaves on disk
+        return evaluate(self, epoch, logs)
+
+    monkeypatch.setattr(callbacks.EpochEvaluation, "on_epoch_end", dies_in_epoch_1)
+    with pytest.raises(Killed):
+        train(config, tmp_path, data=data, print_fn=quiet)
+    monkeypatch.setattr(callbacks.EpochEvaluation, "on_epoch_end", evaluate)
+    final = train(config, tmp_path, data=data, print_fn=quiet)
+    assert [r["epoch"] for r in results.read_history(tmp_path / results.HISTORY)] == [0, 1, 2]
+    assert final["epochs_trained"] == 3
+
+
+# --------------------------------------------------------------------------------------
+# NaN
+# --------------------------------------------------------------------------------------
+
+
+def test_nan_loss_stops_the_run_with_a_record(tmp_path, tiny_run_data):
+    config = RunConfig(**TINY, epochs=3, learning_rate=1e30)
+    with pytest.raises(RunFailed, match="non-finite loss"):
+        train(config, tmp_path, data=tiny_run_data(config), print_fn=quiet)
+    failed = results.read_json(tmp_path / results.FAILED)
+    assert failed["reason"] == "non-finite loss"
+    assert failed["epoch"] == 0 and failed["run"] == config.run_name
+    assert not np.isfinite(failed["loss"])
+    assert failed["config"] == config.to_dict()
+    assert not (tmp_path / results.FINAL).exists() and not (tmp_path / results.WEIGHTS).exists()
+    assert results.run_state(tmp_path) == "failed"
+    # It stopped at the first NaN instead of training the 3 epochs.
+    assert len(results.read_history(tmp_path / results.HISTORY)) <= 1
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: on a NaN the epoch still ends, so BackupAndRestore checkpoints the diverged (NaN) weights; "
+    "`--retry_failed` (which only deletes failed.json) then resumes from them and fails again, whatever "
+    "was fixed. Fix: on failure, delete checkpoints/ (backup and best-epoch state) in train() before "
+    "raising RunFailed, so a retry starts over (or keep only a checkpoint from before the NaN)."))
+def test_retry_after_a_transient_nan_does_not_resume_from_the_diverged_weights(tmp_path, tiny_run_data,
+                                                                                monkeypatch):
+    config = RunConfig(**TINY, epochs=2)
+    data = tiny_run_data(config)
+    loss = tasks.ClassificationTask.loss
+    monkeypatch.setattr(tasks.ClassificationTask, "loss",
+                        lambda self, smoothing=0.0: (lambda y, p: loss(self, smoothing)(y, p) * float("nan")))
+    with pytest.raises(RunFailed):
+        train(config, tmp_path, data=data, print_fn=quiet)
+    monkeypatch.setattr(tasks.ClassificationTask, "loss", loss)  # the cause is gone
+    (tmp_path / results.FAILED).unlink()  # what --retry_failed does
+    final = train(config, tmp_path, data=data, print_fn=quiet)
+    assert np.isfinite(final["test_accuracy"])
+    assert all(np.isfinite(r["loss"]) for r in results.read_history(tmp_path / results.HISTORY))
+
+
+# --------------------------------------------------------------------------------------
+# Memory
+# --------------------------------------------------------------------------------------
+
+
+def rss_mib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def test_release_memory_keeps_memory_steady():
+    config = RunConfig(model_kwargs={"blocks_per_stage": 1, "base_filters": 8})
+    x = np.zeros((4, 8, 8, 3), np.float32)
+
+    def one_run():
+        model = build_run_model(config, (8, 8, 3), 4)
+        model.predict(x, verbose=0)
+        release_memory()
+
+    one_run()
+    one_run()
+    start = rss_mib()
+    for _ in range(5):
+        one_run()
+    growth = rss_mib() - start
+    assert growth < 50, f"RSS grew by {growth:.0f} MiB over 5 model builds"
+    # release_memory cleared the Keras session: layer names start over.
+    release_memory()
+    assert keras.backend.get_uid("conv2d") == 1

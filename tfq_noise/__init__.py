@@ -1,0 +1,45 @@
+"""tfq_noise: quantization-aware training as a regularizer against noisy labels.
+
+Importing this package selects Keras 2 (``tf_keras``) for TensorFlow, because
+tensorflow-model-optimization cannot quantize Keras 3 models. The variable must
+be set before TensorFlow is first imported, so import ``tfq_noise`` first.
+"""
+
+import os
+import sys
+
+if "tensorflow" in sys.modules and os.environ.get("TF_USE_LEGACY_KERAS") != "1":
+    # TensorFlow already chose Keras 3; tf.keras would not be tf_keras.
+    import warnings
+
+    warnings.warn(
+        "tfq_noise was imported after TensorFlow without TF_USE_LEGACY_KERAS=1; "
+        "tf.keras may be Keras 3. Import tfq_noise before tensorflow, or set "
+        "TF_USE_LEGACY_KERAS=1 in the environment.",
+        RuntimeWarning,
+        stacklevel=2,
+    )
+os.environ["TF_USE_LEGACY_KERAS"] = "1"
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import tf_keras as keras  # noqa: E402  (Keras 2, the one tfmot understands)
+
+__version__ = "0.1.0"
+
+
+def require_tf_keras_model(model) -> None:
+    """Raises a TypeError explaining the fix if ``model`` is not a tf_keras model."""
+    if isinstance(model, keras.Model):
+        return
+    module = type(model).__module__
+    if module.startswith("keras"):
+        raise TypeError(
+            f"{type(model).__name__} is a Keras 3 model ({module}); tensorflow-model-"
+            "optimization only quantizes Keras 2 models. Build it with `tf_keras` "
+            "(`from tfq_noise import keras`), or import tfq_noise before TensorFlow "
+            "so that tf.keras is tf_keras (TF_USE_LEGACY_KERAS=1)."
+        )
+    raise TypeError(f"expected a tf_keras.Model, got {type(model).__name__}")
+
+
+__all__ = ["keras", "require_tf_keras_model", "__version__"]

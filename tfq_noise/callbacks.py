@@ -1,0 +1,149 @@
+"""Callbacks of the training loop: per-epoch evaluation, history, best epoch, progress."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from tfq_noise import keras, results
+
+
+def predict_logits(model, images: np.ndarray, mean, std, batch_size: int = 512) -> np.ndarray:
+    from tfq_noise.data.pipeline import make_dataset
+
+    labels = np.zeros(len(images), np.int64)
+    dataset = make_dataset(images, labels, batch_size, training=False, mean=mean, std=std, cache=False)
+    return model.predict(dataset.map(lambda x, y: x), verbose=0)
+
+
+class EpochEvaluation(keras.callbacks.Callback):
+    """Adds clean test metrics, validation metrics and memorization to each epoch's logs."""
+
+    def __init__(self, data, batch_size: int = 512, eval_train_size: int = 10_000):
+        super().__init__()
+        self.data = data
+        self.batch_size = batch_size
+        n = len(data.train_images)
+        # A fixed subset of the training set: scoring all of it every epoch costs too much.
+        order = np.random.default_rng(0).permutation(n)[: min(n, eval_train_size) if eval_train_size else 0]
+        self.train_subset = np.sort(order)
+
+    def _logits(self, images):
+        return predict_logits(self.model, images, self.data.mean, self.data.std, self.batch_size)
+
+    def evaluate(self) -> dict:
+        data, task = self.data, self.data.task
+        out = task.score(self._logits(data.test_images), data.test_labels, "test_", data.test_weights)
+        if len(data.val_images):
+            out.update(task.score(self._logits(data.val_images), data.val_labels, "val_", data.val_weights))
+        if len(self.train_subset):
+            s = self.train_subset
+            out.update(task.memorization(self._logits(data.train_images[s]), data.train_labels[s],
+                                         data.train_clean_labels[s], data.train_corrupted[s]))
+        return out
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs.update(self.evaluate())
+
+
+class HistoryWriter(keras.callbacks.Callback):
+    """Rewrites ``history.csv`` atomically each epoch; on resume, drops epochs that will be redone."""
+
+    def __init__(self, path: Path):
+        super().__init__()
+        self.path = Path(path)
+        self.rows: list[dict] = []
+        self._epoch_start = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start = time.time()
+        if not self.rows or self.rows[-1]["epoch"] >= epoch:
+            self.rows = [r for r in results.read_history(self.path) if r["epoch"] < epoch]
+
+    def on_epoch_end(self, epoch, logs=None):
+        row = {"epoch": epoch, "epoch_seconds": round(time.time() - self._epoch_start, 2)}
+        row.update({k: float(v) for k, v in (logs or {}).items()})
+        self.rows.append(row)
+        results.write_history(self.path, self.rows)
+
+
+class BestEpochKeeper(keras.callbacks.Callback):
+    """Keeps the weights of the epoch with the highest ``monitor``; optionally stops after ``patience``.
+
+    Its state lives in ``checkpoint_dir`` so a resumed run continues the same
+    comparison. At the end of training the best weights are restored.
+    """
+
+    def __init__(self, checkpoint_dir: Path, monitor: str, patience: int | None = None,
+                 min_delta: float = 0.0, stop: bool = False):
+        super().__init__()
+        self.dir = Path(checkpoint_dir)
+        self.monitor, self.patience, self.min_delta, self.stop = monitor, patience, min_delta, stop
+        self.state_path = self.dir / "best_epoch.json"
+        self.weights_path = self.dir / "best.weights.h5"
+        self.state = {"best": -math.inf, "best_epoch": None, "wait": 0}
+
+    def on_train_begin(self, logs=None):
+        if self.state_path.exists():
+            self.state = json.loads(self.state_path.read_text())
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None:
+            raise KeyError(f"early stopping monitors {self.monitor!r}, which this epoch's logs lack")
+        if value > self.state["best"] + self.min_delta:
+            self.state.update(best=float(value), best_epoch=epoch, wait=0)
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self.model.save_weights(self.weights_path)
+        else:
+            self.state["wait"] += 1
+        results.write_json(self.state_path, self.state)
+        if self.stop and self.patience is not None and self.state["wait"] >= self.patience:
+            self.model.stop_training = True
+
+    def on_train_end(self, logs=None):
+        if self.weights_path.exists():
+            self.model.load_weights(self.weights_path)
+
+
+class NanGuard(keras.callbacks.Callback):
+    """Stops at the first non-finite loss and remembers where."""
+
+    def __init__(self):
+        super().__init__()
+        self.failure = None
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not np.isfinite(loss):
+            self.failure = {"reason": "non-finite loss", "loss": float(loss), "epoch": self._epoch, "batch": batch}
+            self.model.stop_training = True
+
+
+class ProgressPrinter(keras.callbacks.Callback):
+    """One line per epoch with the metrics that matter for noisy labels."""
+
+    KEYS = ("loss", "accuracy", "test_accuracy", "test_average_f1", "val_accuracy", "val_average_f1",
+            "memorized", "corrected")
+
+    def __init__(self, label: str, epochs: int, print_fn=print):
+        super().__init__()
+        self.label, self.epochs, self.print_fn = label, epochs, print_fn
+        self._start = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.time()
+
+    def on_epoch_end(self, epoch, logs=None):
+        parts = [f"{k}={logs[k]:.4f}" for k in self.KEYS if logs and k in logs]
+        self.print_fn(f"[{self.label}] epoch {epoch + 1}/{self.epochs} ({time.time() - self._start:.0f}s) "
+                      + " ".join(parts), flush=True)

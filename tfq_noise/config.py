@@ -1,0 +1,107 @@
+"""One run's configuration: everything that decides its result, and its name."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from typing import Any, Mapping
+
+from tfq_noise import methods
+from tfq_noise.data import cifar10n
+
+VALIDATION_LABELS = ("noisy", "clean")
+STRATEGIES = ("default", "mirrored", "one_device")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """A training run. Paths to data are not part of it (they do not change the result)."""
+
+    experiment: str = "default"
+    dataset: str = "cifar10"
+    model: str = "resnet20"
+    model_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    method: str = "baseline"
+    hparams: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # overrides of the method defaults
+    noise_type: str = "symmetric"
+    noise_rate: float = 0.0
+    seed: int = 0
+    epochs: int = 20
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    train_size: int = 0  # 0: every training example
+    validation_fraction: float = 0.1
+    validation_labels: str = "noisy"
+    augment: bool = False
+    eval_train_size: int = 10_000  # training examples scored each epoch for memorization
+    dataset_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    jit_compile: bool = False
+    deterministic: bool = False
+    strategy: str = "default"
+
+    def __post_init__(self):
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", self.experiment):
+            raise ValueError(f"experiment name {self.experiment!r} may only hold letters, digits, '_', '.', '-'")
+        methods.resolve(self.method, self.hparams)  # raises on a bad method or hyper-parameter
+        if not 0.0 <= self.noise_rate <= 1.0:
+            raise ValueError(f"noise_rate must be in [0, 1], got {self.noise_rate}")
+        for key, low in (("epochs", 1), ("batch_size", 1), ("train_size", 0), ("eval_train_size", 0)):
+            value = getattr(self, key)
+            if isinstance(value, bool) or int(value) != value or value < low:
+                raise ValueError(f"{key} must be an integer >= {low}, got {value!r}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if not 0.0 <= self.validation_fraction < 1.0:
+            raise ValueError(f"validation_fraction must be in [0, 1), got {self.validation_fraction}")
+        if self.validation_labels not in VALIDATION_LABELS:
+            raise ValueError(f"validation_labels must be one of {VALIDATION_LABELS}, got {self.validation_labels!r}")
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
+        if self.validation_fraction == 0 and methods.resolve(self.method, self.hparams).selects_best_epoch():
+            raise ValueError(f"{self.method} needs a validation split: validation_fraction must be > 0")
+
+    @property
+    def recipe(self) -> methods.Recipe:
+        return methods.resolve(self.method, self.hparams)
+
+    @property
+    def resolved_hparams(self) -> dict:
+        return dict(self.recipe.hparams)
+
+    @property
+    def run_name(self) -> str:
+        """A readable, unique directory name: noise, method (+ non-default settings), seed."""
+        defaults = methods.default_hparams(self.method)
+        changed = {k: v for k, v in self.resolved_hparams.items() if defaults.get(k) != v}
+        method = self.method.replace("+", "-")
+        if changed:
+            method += "_" + "_".join(f"{k}-{_short(v)}" for k, v in sorted(changed.items()))
+        model = "" if not self.model_kwargs else "_" + "_".join(
+            f"{k}-{_short(v)}" for k, v in sorted(self.model_kwargs.items()))
+        # Human label noise (CIFAR-10N) has no rate to name.
+        noise = self.noise_type if self.noise_type in cifar10n.NOISE_TYPES else f"{self.noise_type}-{self.noise_rate:.2f}"
+        return f"{noise}__{method}{model}__seed{self.seed}"
+
+    def to_dict(self) -> dict:
+        out = dataclasses.asdict(self)
+        out["hparams"] = self.resolved_hparams
+        return json.loads(json.dumps(out))  # plain JSON types
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "RunConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - names
+        if unknown:
+            raise ValueError(f"unknown run config keys: {sorted(unknown)}")
+        return cls(**data)
+
+
+def _short(value) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, Mapping):
+        return "-".join(f"{k}{_short(v)}" for k, v in sorted(value.items())) or "none"
+    if isinstance(value, (list, tuple)):
+        return "x".join(_short(v) for v in value)
+    return re.sub(r"[^A-Za-z0-9.]+", "", str(value))

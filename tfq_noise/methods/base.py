@@ -1,0 +1,96 @@
+"""What a method may change in a run, and how methods compose.
+
+A method is a name, default hyper-parameters and a few hooks; the one training
+loop (:mod:`tfq_noise.train`) asks every method of a recipe at the same points.
+A hook returns ``None`` (or nothing) where the method has no say, so methods
+compose: ``quantization+early_stopping`` quantizes the model *and* stops early.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+
+class Method:
+    """Base class: a regularizer or compression method, and its hooks."""
+
+    name: str = ""
+    defaults: Mapping[str, Any] = {}
+    description: str = ""
+
+    def check(self, hp: Mapping[str, Any]) -> None:
+        """Raises ValueError for invalid hyper-parameters."""
+
+    def model_kwargs(self, hp) -> dict:
+        """Arguments for the model builder (e.g. ``dropout_rate``)."""
+        return {}
+
+    def transform_model(self, model, hp, context):
+        """Returns the model to train (e.g. a quantization-aware copy)."""
+        return model
+
+    def optimizer(self, hp, learning_rate: float):
+        """An optimizer, or None to keep Adam."""
+        return None
+
+    def label_smoothing(self, hp) -> float:
+        return 0.0
+
+    def callbacks(self, hp, context) -> list:
+        return []
+
+    def selects_best_epoch(self, hp) -> bool:
+        """True if the final model is the best epoch on validation, not the last."""
+        return False
+
+
+def _check_range(hp, key, low, high, *, low_open=False, high_open=False, integer=False):
+    value = hp[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{key} must be a number, got {value!r}")
+    if integer and int(value) != value:
+        raise ValueError(f"{key} must be an integer, got {value!r}")
+    too_low = value <= low if low_open else value < low
+    too_high = value >= high if high_open else value > high
+    if too_low or too_high:
+        lo, hi = ("(" if low_open else "["), (")" if high_open else "]")
+        raise ValueError(f"{key} must be in {lo}{low}, {high}{hi}, got {value!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """One or more methods with their resolved hyper-parameters."""
+
+    methods: tuple[Method, ...]
+    hparams: Mapping[str, Any]
+
+    @property
+    def name(self) -> str:
+        return "+".join(m.name for m in self.methods)
+
+    def model_kwargs(self) -> dict:
+        kwargs = {}
+        for method in self.methods:
+            kwargs.update(method.model_kwargs(self.hparams))
+        return kwargs
+
+    def transform_model(self, model, context):
+        for method in self.methods:
+            model = method.transform_model(model, self.hparams, context)
+        return model
+
+    def optimizer(self, learning_rate: float):
+        chosen = [o for o in (m.optimizer(self.hparams, learning_rate) for m in self.methods) if o is not None]
+        if len(chosen) > 1:
+            raise ValueError(f"{self.name}: more than one method sets the optimizer")
+        return chosen[0] if chosen else None
+
+    def label_smoothing(self) -> float:
+        return max([m.label_smoothing(self.hparams) for m in self.methods] + [0.0])
+
+    def callbacks(self, context) -> list:
+        return [cb for m in self.methods for cb in m.callbacks(self.hparams, context)]
+
+    def selects_best_epoch(self) -> bool:
+        return any(m.selects_best_epoch(self.hparams) for m in self.methods)

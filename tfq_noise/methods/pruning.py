@@ -1,0 +1,128 @@
+"""Magnitude pruning (paper §2.2): train, remove 75% of the filters/neurons, fine-tune.
+
+The paper's text says the neurons with the *highest* L1 norm are removed, but
+its reasoning ("smaller weights induce smaller activations which contribute
+less") is that of removing the *smallest*, as in the magnitude pruning it
+cites (Molchanov et al.). This project removes the smallest.
+
+``prune_structure``:
+
+* ``filters`` (default, the paper's structured pruning): in every Conv2D and
+  every Dense layer but the output layers, the ``prune_ratio`` share of output
+  filters with the smallest L1 norm is zeroed, with the BatchNorm scale and
+  shift that follow them, and kept at zero while fine-tuning. tfmot has no
+  filter pruning for convolutions, hence this code.
+* ``unstructured``: tfmot's ``prune_low_magnitude`` (single weights) at
+  constant sparsity ``prune_ratio`` from the same epoch on.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow_model_optimization as tfmot
+
+from tfq_noise import keras
+from tfq_noise.methods.base import Method, _check_range
+
+_PRUNABLE = ("Conv2D", "Dense")
+
+
+def prunable_layers(model) -> list:
+    """Conv2D and Dense layers whose outputs are not model outputs."""
+    outputs = {t._keras_history.layer.name for t in model.outputs}  # pylint: disable=protected-access
+    return [l for l in model.layers if type(l).__name__ in _PRUNABLE and l.name not in outputs]
+
+
+def _following_batchnorm(layer):
+    consumers = [node.outbound_layer for node in layer._outbound_nodes]  # pylint: disable=protected-access
+    if len(consumers) == 1 and type(consumers[0]).__name__ == "BatchNormalization":
+        return consumers[0]
+    return None
+
+
+def filter_l1_norms(kernel: np.ndarray) -> np.ndarray:
+    return np.abs(kernel).reshape(-1, kernel.shape[-1]).sum(axis=0)
+
+
+def smallest_filters_mask(kernel: np.ndarray, ratio: float) -> np.ndarray:
+    """1 for kept filters, 0 for the ``round(ratio·n)`` with the smallest L1 norm (at least one kept)."""
+    norms = filter_l1_norms(kernel)
+    n_removed = min(int(round(ratio * norms.size)), norms.size - 1)
+    mask = np.ones(norms.size, dtype=kernel.dtype)
+    mask[np.argsort(norms, kind="stable")[:n_removed]] = 0
+    return mask
+
+
+class StructuredPruning(keras.callbacks.Callback):
+    """Zeroes the weakest filters at ``prune_epoch`` and keeps them zero after every batch.
+
+    Resumable: after a restart past ``prune_epoch``, the mask is read back from
+    the filters that are exactly zero.
+    """
+
+    def __init__(self, prune_epoch: int, ratio: float):
+        super().__init__()
+        self.prune_epoch, self.ratio = prune_epoch, ratio
+        self.masks = None  # list of (kernel, bias, bn_gamma, bn_beta, mask)
+
+    def _targets(self):
+        for layer in prunable_layers(self.model):
+            bn = _following_batchnorm(layer)
+            yield layer, getattr(layer, "bias", None), bn
+
+    def compute_masks(self, from_zeros: bool = False):
+        self.masks = []
+        for layer, bias, bn in self._targets():
+            kernel = layer.kernel.numpy()
+            if from_zeros:
+                mask = (filter_l1_norms(kernel) > 0).astype(kernel.dtype)
+            else:
+                mask = smallest_filters_mask(kernel, self.ratio)
+            extra = [bias] + ([bn.gamma, bn.beta] if bn is not None else [])
+            self.masks.append((layer.kernel, [v for v in extra if v is not None], mask))
+        self.apply_masks()
+
+    def apply_masks(self):
+        for kernel, extras, mask in self.masks:
+            kernel.assign(kernel * mask)
+            for variable in extras:
+                variable.assign(variable * mask)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.masks is None and epoch >= self.prune_epoch:
+            self.compute_masks(from_zeros=epoch > self.prune_epoch)
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.masks is not None:
+            self.apply_masks()
+
+
+class Pruning(Method):
+    name = "pruning"
+    defaults = {"prune_ratio": 0.75, "prune_structure": "filters", "prune_epoch_fraction": 0.5}
+    description = "magnitude pruning of a trained model, then fine-tuning"
+    STRUCTURES = ("filters", "unstructured")
+
+    def check(self, hp):
+        _check_range(hp, "prune_ratio", 0.0, 1.0, high_open=True)
+        _check_range(hp, "prune_epoch_fraction", 0.0, 1.0, high_open=True)
+        if hp["prune_structure"] not in self.STRUCTURES:
+            raise ValueError(f"prune_structure must be one of {self.STRUCTURES}, got {hp['prune_structure']!r}")
+
+    @staticmethod
+    def prune_epoch(hp, epochs: int) -> int:
+        return int(round(hp["prune_epoch_fraction"] * epochs))
+
+    def transform_model(self, model, hp, context):
+        if hp["prune_structure"] != "unstructured":
+            return model
+        schedule = tfmot.sparsity.keras.ConstantSparsity(
+            float(hp["prune_ratio"]), begin_step=self.prune_epoch(hp, context.epochs) * context.steps_per_epoch,
+            frequency=max(1, context.steps_per_epoch // 4),
+        )
+        return tfmot.sparsity.keras.prune_low_magnitude(model, pruning_schedule=schedule)
+
+    def callbacks(self, hp, context):
+        if hp["prune_structure"] == "unstructured":
+            return [tfmot.sparsity.keras.UpdatePruningStep()]
+        return [StructuredPruning(self.prune_epoch(hp, context.epochs), float(hp["prune_ratio"]))]

@@ -1,0 +1,25 @@
+"""Models, looked up by name: ``build_model(name, **kwargs)``."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from tfq_noise.models.multitask import multitask_inception_v3, multitask_model, multitask_small_cnn
+from tfq_noise.models.resnet import DROPOUT_POSITIONS, resnet20
+
+MODELS: dict[str, Callable] = {
+    "resnet20": resnet20,
+    # Multi-task detectors: shared backbone, one BatchNorm + logit head per task (tfq_noise.models.multitask).
+    "multitask": multitask_model,  # backbone=small_cnn|inception_v3 in model_kwargs
+    "multitask_small_cnn": multitask_small_cnn,
+    "multitask_inception_v3": multitask_inception_v3,
+}
+
+
+def build_model(name: str, **kwargs):
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
+    return MODELS[name](**kwargs)
+
+
+__all__ = ["DROPOUT_POSITIONS", "MODELS", "build_model", "resnet20"]

@@ -1,0 +1,97 @@
+"""Fake quantization (paper §2.2): symmetric grids with a straight-through estimator.
+
+A value ``x`` with scale ``s`` (its range) and ``b`` bits is mapped to
+``round(x · q / s) · s / q`` with ``q = 2^(b-1) - 1`` and clipped to ``±s``: the
+signed, narrow grid ``-q..q`` that TFLite's int8 kernels (and their low-bit
+cousins) use with a zero point of 0.
+
+The forward pass is TensorFlow's ``FakeQuantWithMinMaxVars`` ops with
+``min = -s, max = s, narrow_range=True``, which put exactly that grid in the
+graph: the TFLite converter reads these ops to produce an integer model. In
+training the gradient is the identity (straight-through estimator); TF's own
+gradient would zero values that fall a rounding error outside ``±s``.
+"""
+
+from __future__ import annotations
+
+import tfq_noise  # noqa: F401  (selects Keras 2 before TensorFlow loads)
+import tensorflow as tf
+
+MIN_BITS = 2
+MAX_BITS = 8
+# A range this small stands for "all zeros": the grid step becomes ~1e-12 and
+# every value rounds to 0 instead of dividing by zero.
+_TINY_SCALE = 1e-10
+
+
+def check_bits(bits: int, what: str = "bits") -> int:
+    """Returns ``bits`` as an int, or raises if it is outside 2..8."""
+    if isinstance(bits, bool) or int(bits) != bits or not MIN_BITS <= bits <= MAX_BITS:
+        raise ValueError(
+            f"{what} must be an integer from {MIN_BITS} to {MAX_BITS}, got {bits!r}"
+        )
+    return int(bits)
+
+
+def grid_max(bits: int) -> int:
+    """The largest integer of the symmetric grid, 2^(b-1) - 1 (7 for 4 bits)."""
+    return 2 ** (check_bits(bits) - 1) - 1
+
+
+def per_channel_scale(w: tf.Tensor) -> tf.Tensor:
+    """max|w| over every axis but the last (the output channels of Conv2D/Dense)."""
+    return tf.reduce_max(tf.abs(w), axis=list(range(w.shape.rank - 1)))
+
+
+def per_tensor_scale(x: tf.Tensor) -> tf.Tensor:
+    """max|x| over the whole tensor."""
+    return tf.reduce_max(tf.abs(x))
+
+
+def _fake_quant_op(x, scale, bits: int, per_channel: bool):
+    scale = tf.maximum(tf.stop_gradient(scale), _TINY_SCALE)
+    if per_channel:
+        return tf.quantization.fake_quant_with_min_max_vars_per_channel(
+            x, -scale, scale, num_bits=bits, narrow_range=True
+        )
+    return tf.quantization.fake_quant_with_min_max_vars(
+        x, -scale, scale, num_bits=bits, narrow_range=True
+    )
+
+
+def _straight_through(x, scale, bits: int, per_channel: bool):
+    @tf.custom_gradient
+    def quantize(inputs):
+        return _fake_quant_op(inputs, scale, bits, per_channel), lambda dy: dy
+
+    return quantize(x)
+
+
+def fake_quant(x, scale, bits: int, per_channel: bool = False, straight_through: bool = True):
+    """Quantizes ``x`` on the symmetric ``bits`` grid of range ``±scale``.
+
+    ``scale`` is a scalar, or one value per last-axis channel when
+    ``per_channel``. With ``straight_through`` the gradient is the identity;
+    without it the graph holds only the bare FakeQuant op (what export traces).
+    """
+    bits = check_bits(bits)
+    if straight_through:
+        return _straight_through(x, scale, bits, per_channel)
+    return _fake_quant_op(x, scale, bits, per_channel)
+
+
+def fake_quant_per_channel(w, bits: int) -> tf.Tensor:
+    """Weights: one scale per output channel (last axis), ``max|w|`` over the others.
+
+    An all-zero channel stays zero. Gradients pass straight through.
+    """
+    w = tf.convert_to_tensor(w)
+    return fake_quant(w, per_channel_scale(w), bits, per_channel=True)
+
+
+def fake_quant_per_tensor(x, bits: int, scale=None) -> tf.Tensor:
+    """Activations: one scale for the whole tensor (``max|x|`` when not given)."""
+    x = tf.convert_to_tensor(x)
+    if scale is None:
+        scale = per_tensor_scale(x)
+    return fake_quant(x, tf.cast(scale, x.dtype), bits, per_channel=False)

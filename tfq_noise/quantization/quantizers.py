@@ -1,0 +1,94 @@
+"""tfmot ``Quantizer``s implementing the paper's weight and activation schemes.
+
+tfmot's own quantizers differ from the paper: ``LastValueQuantizer`` keeps the
+range of the previous batch in variables, and ``MovingAverageQuantizer``
+quantizes with the moving average during training too. The paper asks for the
+range of the *current* batch in training and its moving average at inference.
+"""
+
+from __future__ import annotations
+
+import tfq_noise  # noqa: F401
+import tensorflow as tf
+import tensorflow_model_optimization as tfmot
+
+from tfq_noise import keras
+from tfq_noise.quantization import ops
+
+_Quantizer = tfmot.quantization.keras.quantizers.Quantizer
+
+
+class WeightQuantizer(_Quantizer):
+    """Symmetric weights, range ``max|W|`` recomputed at every call.
+
+    ``per_channel``: one range per output channel (last axis); otherwise one for
+    the whole kernel (Dense layers, which TFLite only converts per tensor). The
+    range needs no state, so the deployed model uses exactly the trained grid.
+    """
+
+    def __init__(self, num_bits: int, per_channel: bool = True):
+        self.num_bits = ops.check_bits(num_bits, "weight bits")
+        self.per_channel = bool(per_channel)
+
+    def build(self, tensor_shape, name, layer):
+        return {}
+
+    def __call__(self, inputs, training, weights, **kwargs):
+        scale = ops.per_channel_scale(inputs) if self.per_channel else ops.per_tensor_scale(inputs)
+        return ops.fake_quant(
+            inputs, scale, self.num_bits, per_channel=self.per_channel, straight_through=bool(training)
+        )
+
+    def get_config(self):
+        return {"num_bits": self.num_bits, "per_channel": self.per_channel}
+
+    def __eq__(self, other):
+        return isinstance(other, WeightQuantizer) and self.get_config() == other.get_config()
+
+    def __ne__(self, other):
+        return not self == other
+
+
+class ActivationQuantizer(_Quantizer):
+    """Symmetric, per tensor: batch ``max|X|`` in training, its EMA at inference.
+
+    The moving average starts at the first training batch's range (not at an
+    arbitrary constant), so a model evaluated after one step is already sane.
+    """
+
+    def __init__(self, num_bits: int, ema_momentum: float = 0.99):
+        self.num_bits = ops.check_bits(num_bits, "activation bits")
+        if not 0.0 <= ema_momentum < 1.0:
+            raise ValueError(f"ema_momentum must be in [0, 1), got {ema_momentum!r}")
+        self.ema_momentum = float(ema_momentum)
+
+    def build(self, tensor_shape, name, layer):
+        ema = layer.add_weight(
+            name + "_range_ema",
+            shape=(),
+            initializer=keras.initializers.Zeros(),
+            trainable=False,
+        )
+        return {"range_ema": ema}
+
+    def __call__(self, inputs, training, weights, **kwargs):
+        ema = weights["range_ema"]
+        if not training:
+            return ops.fake_quant(inputs, ema, self.num_bits, straight_through=False)
+        batch_range = tf.cast(tf.stop_gradient(ops.per_tensor_scale(inputs)), ema.dtype)
+        updated = tf.where(
+            ema > 0.0,
+            self.ema_momentum * ema + (1.0 - self.ema_momentum) * batch_range,
+            batch_range,
+        )
+        ema.assign(updated)
+        return ops.fake_quant(inputs, tf.cast(batch_range, inputs.dtype), self.num_bits)
+
+    def get_config(self):
+        return {"num_bits": self.num_bits, "ema_momentum": self.ema_momentum}
+
+    def __eq__(self, other):
+        return isinstance(other, ActivationQuantizer) and self.get_config() == other.get_config()
+
+    def __ne__(self, other):
+        return not self == other

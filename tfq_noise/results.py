@@ -1,0 +1,162 @@
+"""The results schema and its files: one directory per run, written atomically.
+
+``<results_dir>/<experiment>/<run>/``:
+
+* ``config.json`` — the resolved :class:`~tfq_noise.config.RunConfig`;
+* ``history.csv`` — one row per epoch (clean test metrics, noisy-label
+  accuracy, memorization), rewritten atomically after every epoch;
+* ``final.json`` — the summary below, written last: its presence means done;
+* ``failed.json`` — instead of ``final.json`` when the run stopped on an error
+  such as a NaN loss;
+* ``provenance.json`` — commit, package versions, machine, data source;
+* ``model.weights.h5`` and ``checkpoints/`` — never committed.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+FINAL = "final.json"
+FAILED = "failed.json"
+CONFIG = "config.json"
+HISTORY = "history.csv"
+PROVENANCE = "provenance.json"
+WEIGHTS = "model.weights.h5"
+CHECKPOINTS = "checkpoints"
+
+# Keys every final.json holds (multi-label runs add per_task_f1 and average_f1).
+FINAL_KEYS = (
+    "dataset", "method", "noise_type", "noise_rate", "seed", "hparams", "epochs",
+    "test_accuracy", "test_accuracy_last5", "best_test_accuracy", "wall_seconds",
+)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Writes ``text`` to ``path`` through a temporary file and a rename: never half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, data: Mapping[str, Any]) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def _json_default(value):
+    if hasattr(value, "item"):  # numpy scalars
+        return value.item()
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")
+
+
+def read_json(path: Path) -> dict:
+    with open(path) as f:
+        return json.load(f)
+
+
+def write_history(path: Path, rows: Iterable[Mapping[str, Any]]) -> None:
+    rows = list(rows)
+    columns: list[str] = []
+    for row in rows:
+        columns.extend(k for k in row if k not in columns)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buffer.getvalue())
+
+
+def read_history(path: Path) -> list[dict]:
+    if not Path(path).exists():
+        return []
+    with open(path, newline="") as f:
+        return [{k: _number(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def _number(text: str):
+    if text in ("", None):
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        return text
+    return int(value) if value.is_integer() and "." not in text and "e" not in text.lower() else value
+
+
+def run_state(run_dir: Path) -> str:
+    """'done', 'failed', 'partial' (checkpoints or history but no result) or 'new'."""
+    run_dir = Path(run_dir)
+    if (run_dir / FINAL).exists():
+        return "done"
+    if (run_dir / FAILED).exists():
+        return "failed"
+    if (run_dir / CHECKPOINTS).exists() or (run_dir / HISTORY).exists():
+        return "partial"
+    return "new"
+
+
+def load_finals(experiment_dir: Path) -> list[dict]:
+    """Every finished run's final.json below ``experiment_dir``, with its ``run_dir``."""
+    finals = []
+    for path in sorted(Path(experiment_dir).glob(f"*/{FINAL}")):
+        final = read_json(path)
+        final["run_dir"] = str(path.parent)
+        finals.append(final)
+    return finals
+
+
+def _git_commit() -> str | None:
+    try:
+        root = Path(__file__).resolve().parent.parent
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10)
+        if out.returncode != 0:
+            return None
+        return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def provenance(data_info: Mapping[str, Any] | None = None) -> dict:
+    """Where a result came from: code, packages, machine, data."""
+    from importlib import metadata
+
+    packages = {}
+    for name in ("tensorflow", "tf-keras", "tensorflow-model-optimization", "tensorflow-datasets", "numpy",
+                 "keras-tuner", "ai-edge-litert"):
+        try:
+            packages[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            packages[name] = None
+    cpu = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {
+        "git_commit": _git_commit(),
+        "packages": packages,
+        "python": platform.python_version(),
+        "machine": {"platform": platform.platform(), "cpu": cpu, "cpu_count": os.cpu_count()},
+        "data": dict(data_info or {}),
+    }

@@ -1,0 +1,190 @@
+"""The one training loop, for every method, dataset and model.
+
+``train(config, run_dir)`` prepares the data, builds the model the recipe asks
+for, fits it with Keras (checkpoint every epoch, resume after a kill, stop on a
+NaN loss), evaluates clean test metrics and memorization each epoch, and
+writes the run's files (:mod:`tfq_noise.results`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from tfq_noise import keras, results
+from tfq_noise.callbacks import BestEpochKeeper, EpochEvaluation, HistoryWriter, NanGuard, ProgressPrinter
+from tfq_noise.config import RunConfig
+from tfq_noise.data.pipeline import make_dataset
+from tfq_noise.datasets import DataPaths, RunData, prepare
+from tfq_noise.models import build_model
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainContext:
+    """What methods may need to know about the run they act on."""
+
+    epochs: int
+    steps_per_epoch: int
+    checkpoint_dir: Path
+    validation_metric: str
+
+
+class RunFailed(RuntimeError):
+    """The run stopped without a result (e.g. a NaN loss); ``failed.json`` says why."""
+
+
+def make_strategy(name: str) -> tf.distribute.Strategy:
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "one_device":
+        return tf.distribute.OneDeviceStrategy("/cpu:0" if not tf.config.list_physical_devices("GPU") else "/gpu:0")
+    return tf.distribute.get_strategy()
+
+
+def build_run_model(config: RunConfig, input_shape, num_outputs: int, steps_per_epoch: int = 1):
+    """The model a run trains: the architecture with the recipe's changes (dropout, L2, quantization...)."""
+    recipe = config.recipe
+    kwargs = {**dict(config.model_kwargs), **recipe.model_kwargs()}
+    model = build_model(config.model, num_classes=num_outputs, input_shape=tuple(input_shape), **kwargs)
+    context = TrainContext(config.epochs, steps_per_epoch, Path("."), "")
+    return recipe.transform_model(model, context)
+
+
+def _summary(config: RunConfig, history: list[dict], final_eval: dict, task, wall_seconds: float,
+             data: RunData, best_epoch) -> dict:
+    headline = task.headline_metric
+    series = [row[headline] for row in history if row.get(headline) is not None]
+    accuracy = [row["test_accuracy"] for row in history if row.get("test_accuracy") is not None]
+    final = {
+        "experiment": config.experiment,
+        "run": config.run_name,
+        "dataset": config.dataset,
+        "model": config.model,
+        "method": config.method,
+        "noise_type": config.noise_type,
+        "noise_rate": config.noise_rate,
+        "seed": config.seed,
+        "hparams": config.resolved_hparams,
+        "epochs": config.epochs,
+        "epochs_trained": len(history),
+        "selected_epoch": best_epoch if best_epoch is not None else len(history) - 1,
+        "test_accuracy": final_eval.get("test_accuracy"),
+        "test_accuracy_last5": float(np.mean(accuracy[-5:])) if accuracy else None,
+        "best_test_accuracy": float(np.max(accuracy)) if accuracy else None,
+        "wall_seconds": round(wall_seconds, 1),
+        "realized_flip_rate": data.info.get("train_flip_rate"),
+        "data_caveat": data.info.get("caveat"),
+        "normalization": {"mean": data.mean.tolist(), "std": data.std.tolist()},
+        "input_shape": list(data.input_shape),
+        "num_outputs": int(task.num_classes),
+        "final_metrics": final_eval,
+    }
+    if task.multilabel:
+        final["average_f1"] = final_eval.get("test_average_f1")
+        final["average_f1_last5"] = float(np.mean(series[-5:])) if series else None
+        final["per_task_f1"] = {name: final_eval.get(f"test_f1_{name}") for name in task.task_names}
+    for key in ("memorized", "corrected", "train_noisy_accuracy"):
+        if history and key in history[-1]:
+            final[f"last_{key}"] = history[-1][key]
+    return final
+
+
+def train(config: RunConfig, run_dir: str | Path, paths: DataPaths | None = None, data: RunData | None = None,
+          verbose: int = 0, print_fn=print) -> dict:
+    """Trains one run into ``run_dir`` and returns its ``final.json`` content.
+
+    Resumes from the last finished epoch if ``run_dir`` holds checkpoints.
+    Raises :class:`RunFailed` (after writing ``failed.json``) on a NaN loss.
+    """
+    run_dir = Path(run_dir)
+    start = time.time()
+    keras.utils.set_random_seed(config.seed)
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    data = data if data is not None else prepare(config, paths)
+    task = data.task
+    run_dir.mkdir(parents=True, exist_ok=True)
+    results.write_json(run_dir / results.CONFIG, config.to_dict())
+    results.write_json(run_dir / results.PROVENANCE, results.provenance(data.info))
+
+    steps_per_epoch = int(np.ceil(len(data.train_images) / config.batch_size))
+    checkpoint_dir = run_dir / results.CHECKPOINTS
+    context = TrainContext(config.epochs, steps_per_epoch, checkpoint_dir, task.validation_metric)
+    recipe = config.recipe
+    strategy = make_strategy(config.strategy)
+    with strategy.scope():
+        model = build_run_model(config, data.input_shape, task.num_classes, steps_per_epoch)
+        optimizer = recipe.optimizer(config.learning_rate) or keras.optimizers.Adam(config.learning_rate)
+        model.compile(optimizer=optimizer, loss=task.loss(recipe.label_smoothing()),
+                      metrics=task.fit_metrics(), jit_compile=config.jit_compile)
+
+    train_ds = make_dataset(data.train_images, data.train_labels, config.batch_size, training=True,
+                            augment=config.augment, seed=config.seed, mean=data.mean, std=data.std,
+                            sample_weights=data.train_weights)
+    nan_guard = NanGuard()
+    callbacks = [
+        keras.callbacks.BackupAndRestore(str(checkpoint_dir / "backup"), delete_checkpoint=False),
+        EpochEvaluation(data, eval_train_size=config.eval_train_size),
+        *recipe.callbacks(context),
+        nan_guard,
+        HistoryWriter(run_dir / results.HISTORY),
+        keras.callbacks.TensorBoard(str(checkpoint_dir / "tensorboard"), write_graph=False, profile_batch=0),
+        ProgressPrinter(config.run_name, config.epochs, print_fn),
+    ]
+    model.fit(train_ds, epochs=config.epochs, callbacks=callbacks, verbose=verbose)
+
+    if nan_guard.failure is not None:
+        failure = {**nan_guard.failure, "run": config.run_name, "config": config.to_dict()}
+        results.write_json(run_dir / results.FAILED, failure)
+        raise RunFailed(f"{config.run_name}: {failure['reason']} at epoch {failure['epoch'] + 1}")
+
+    history = results.read_history(run_dir / results.HISTORY)
+    best_epoch = None
+    if recipe.selects_best_epoch():
+        state_path = checkpoint_dir / "best_epoch.json"
+        best_epoch = results.read_json(state_path)["best_epoch"] if state_path.exists() else None
+        final_eval = EpochEvaluation(data, eval_train_size=0)
+        final_eval.set_model(model)  # best weights were restored at train end
+        final_eval = final_eval.evaluate()
+    else:
+        final_eval = {k: v for k, v in history[-1].items() if k.startswith(("test_", "val_"))}
+    model.save_weights(run_dir / results.WEIGHTS)
+    final = _summary(config, history, final_eval, task, time.time() - start, data, best_epoch)
+    results.write_json(run_dir / results.FINAL, final)
+    shutil.rmtree(checkpoint_dir / "backup", ignore_errors=True)
+    return final
+
+
+def release_memory() -> None:
+    """Frees the graphs and models of finished runs (a long grid must hold steady memory)."""
+    keras.backend.clear_session()
+    gc.collect()
+
+
+def load_trained_model(run_dir: str | Path):
+    """Rebuilds a finished run's model from its config and loads its final weights.
+
+    Returns ``(model, config, final)``. Weights are read with ``load_weights``
+    into a model built by this code, so no code is deserialized from the file.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"no run directory at {run_dir}")
+    if not (run_dir / results.FINAL).exists():
+        state = results.run_state(run_dir)
+        raise ValueError(f"{run_dir} is not a finished run (state: {state}; no {results.FINAL})")
+    if not (run_dir / results.WEIGHTS).exists():
+        raise FileNotFoundError(
+            f"{run_dir / results.WEIGHTS} is missing: weights are not committed; re-run the training to get them"
+        )
+    config = RunConfig.from_dict(results.read_json(run_dir / results.CONFIG))
+    final = results.read_json(run_dir / results.FINAL)
+    model = build_run_model(config, final["input_shape"], final["num_outputs"])
+    model.load_weights(run_dir / results.WEIGHTS)
+    return model, config, final
