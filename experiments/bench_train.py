@@ -229,6 +229,11 @@ def main(argv) -> None:
               f"{cpu:>13.0f}{cpu_ratio:>11}{spread:>17}")
     for name, reason in failed.items():
         print(f"{name:<14}FAILED: {reason}")
+    spread = max((max(v.rates) / min(v.rates) for v in variants if v.rates), default=1.0)
+    results["max_round_spread"] = spread
+    if spread > 1.3:
+        print(f"\nwarning: a variant's rate varies {spread:.1f}× between rounds: other jobs share the "
+              "CPU, so wall-clock ratios are unreliable; compare the CPU-time column")
     if float_rate and "w4a4" in medians:
         ratio = float_rate / medians["w4a4"]
         cpu_ratio = cpu_medians["w4a4"] / float_cpu

@@ -12,8 +12,7 @@ import json
 import re
 from typing import Any, Iterable, Mapping
 
-from tfq_noise.config import RunConfig
-from tfq_noise.data import cifar10n
+from tfq_noise.config import RATELESS_NOISE_TYPES, RunConfig
 
 _ENTRY = re.compile(r"^\s*([A-Za-z_+]+)\s*(?:\[(.*)\])?\s*$")
 
@@ -86,14 +85,14 @@ def expand(
 ) -> list[RunConfig]:
     """Every (seed, noise, rate, method) combination, seeds outermost so a partial grid is a whole seed.
 
-    Human-noise types (CIFAR-10N) have no rate: they get one run per method and seed.
+    Human-noise types (CIFAR-10N, FER+ annotators) have no rate: they get one run per method and seed.
     Raises ValueError on the first invalid combination, before anything runs.
     """
     configs, seen = [], set()
     methods, noise_types, noise_rates = list(methods), list(noise_types), list(noise_rates)
     for seed in seeds:
         for noise_type in noise_types:
-            rates = [0.0] if noise_type in cifar10n.NOISE_TYPES else noise_rates
+            rates = [0.0] if noise_type in RATELESS_NOISE_TYPES else noise_rates
             for rate in rates:
                 for method, hparams in methods:
                     config = RunConfig(**base, method=method, hparams={**(shared_hparams or {}), **hparams},

@@ -96,10 +96,13 @@ def build_grid():
         if not 0.0 <= rate <= 1.0:
             raise ValueError(f"--noise_rates: {rate} is outside [0, 1]")
     from tfq_noise.data import noise
+    from tfq_noise.multitask import NOISE_TYPES as DATASET_NOISE_TYPES
 
+    allowed = DATASET_NOISE_TYPES.get(FLAGS.dataset, noise.NOISE_TYPES)
     for noise_type in FLAGS.noise_type:
-        if noise_type not in noise.NOISE_TYPES:
-            raise ValueError(f"--noise_type: unknown {noise_type!r}; choose from {', '.join(noise.NOISE_TYPES)}")
+        if noise_type not in allowed:
+            raise ValueError(f"--noise_type: {noise_type!r} is not a noise type of {FLAGS.dataset}; "
+                             f"choose from {', '.join(allowed)}")
     shared = grid.parse_assignments(FLAGS.hparams) if FLAGS.hparams else {}
     configs = grid.expand(base, grid.parse_methods(FLAGS.methods), FLAGS.noise_type, rates, seeds, shared)
     return grid.shard(configs, FLAGS.shard_index, FLAGS.num_shards)

@@ -87,8 +87,8 @@ def read_runs(directory: Path) -> list[dict]:
 def task_order(names: Iterable[str]) -> list[str]:
     names = list(names)
     for order in TASK_ORDERS:
-        if set(names) == set(order):
-            return list(order)
+        if set(names) <= set(order):
+            return [name for name in order if name in names]
     return sorted(names, key=lambda n: [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", n)])
 
 
@@ -125,6 +125,8 @@ def row_label(method: str, changed: Mapping, drop_early_stopping: bool) -> str:
     for key, value in changed.items():
         if key == "layer_bits" and isinstance(value, Mapping) and value:
             settings.append(_head_bits_text(value))
+        elif key == "head_bits" and isinstance(value, Mapping) and value:
+            settings.append(_head_bits_text({f"head_{task}_dense": bits for task, bits in value.items()}))
         else:
             settings.append(f"{key}={json.dumps(value) if isinstance(value, (dict, list)) else value}")
     return f"{label} [{'; '.join(settings)}]" if settings else label
@@ -263,22 +265,25 @@ def save_figure(table: Mapping, path: Path) -> None:
     means = np.array([r["mean"] for r in rows])
     baseline = next((r for r in rows if r["label"] == "Baseline"), None)
     labels = ["\n".join(textwrap.wrap(r["label"], 34)) for r in rows]
-    height = max(3.0, 0.42 * sum(l.count("\n") + 1 for l in labels) + 1.6)
+    height = max(3.5, 0.4 * sum(l.count("\n") + 1 for l in labels) + 0.25 * len(rows) + 2.0)
     fig, (ax_map, ax_bar) = plt.subplots(
         1, 2, figsize=(max(10.0, 0.85 * len(columns) + 6.5), height),
         gridspec_kw={"width_ratios": [max(len(columns), 4), 3.2]}, constrained_layout=True)
     if baseline is not None:
-        delta = means - baseline["mean"][None, :]
-        limit = max(1.0, float(np.nanmax(np.abs(delta))))
-        image = ax_map.imshow(delta, cmap="RdBu", vmin=-limit, vmax=limit, aspect="auto")
+        shade = means - baseline["mean"][None, :]
+        limit = max(1.0, float(np.nanmax(np.abs(shade))))
+        image = ax_map.imshow(shade, cmap="RdBu", vmin=-limit, vmax=limit, aspect="auto")
         fig.colorbar(image, ax=ax_map, shrink=0.8, label="F1 − Baseline F1 (points)")
+        dark = np.abs(shade) > 0.6 * limit
     else:
         image = ax_map.imshow(means, cmap="viridis", aspect="auto")
         fig.colorbar(image, ax=ax_map, shrink=0.8, label="F1 (%)")
+        dark = means < np.nanmin(means) + 0.5 * (np.nanmax(means) - np.nanmin(means))
     for i in range(means.shape[0]):
         for j in range(means.shape[1]):
             if not math.isnan(means[i, j]):
                 ax_map.text(j, i, f"{means[i, j]:.1f}", ha="center", va="center", fontsize=8,
+                            color="white" if dark[i, j] else "black",
                             fontweight="bold" if j == len(columns) - 1 else "normal")
     ax_map.set_xticks(range(len(columns)), columns, rotation=45, ha="right")
     ax_map.set_yticks(range(len(rows)), labels, fontsize=8)
@@ -291,20 +296,22 @@ def save_figure(table: Mapping, path: Path) -> None:
     colors = ["tab:red" if r["label"].startswith("Quantization") else "tab:gray" if r["label"] == "Baseline"
               else "tab:blue" for r in rows]
     ax_bar.barh(y, avg, xerr=std, color=colors, alpha=0.8, capsize=3)
+    right = avg + std
     if "bp4d" in table["datasets"]:
-        paper = [PAPER_BP4D.get(r["label"], (None, np.nan))[1] for r in rows]
+        paper = np.array([PAPER_BP4D.get(r["label"], (None, np.nan))[1] for r in rows], float)
         ax_bar.scatter(paper, y, marker="D", color="black", zorder=3, label="paper (BP4D)")
-        ax_bar.legend(loc="lower right", fontsize=8)
+        ax_bar.legend(loc="lower left", bbox_to_anchor=(0.0, 1.0), fontsize=8, frameon=False)
+        right = np.fmax(right, paper)
     low = float(np.nanmin(avg - std)) if len(avg) else 0.0
-    high = float(np.nanmax(avg + std)) if len(avg) else 1.0
-    pad = max(1.0, 0.15 * (high - low))
-    ax_bar.set_xlim(max(0.0, low - pad), min(100.0, high + pad))
+    high = float(np.nanmax(right)) if len(avg) else 1.0
+    pad = max(1.0, 0.12 * (high - low))
+    ax_bar.set_xlim(max(0.0, low - pad), min(100.0, high + 2.5 * pad))
     ax_bar.set_yticks(y, [""] * len(rows))
     ax_bar.set_ylim(len(rows) - 0.5, -0.5)
     ax_bar.set_xlabel("average F1 (%), mean ± std over seeds")
     ax_bar.grid(axis="x", alpha=0.3)
-    for yi, (m, s) in enumerate(zip(avg, std)):
-        ax_bar.text(m + s + pad * 0.1, yi, f"{m:.1f}", va="center", fontsize=8)
+    for yi, (m, r) in enumerate(zip(avg, right)):
+        ax_bar.text(r + 0.3 * pad, yi, f"{m:.1f}", va="center", fontsize=8, fontweight="bold")
     fig.suptitle(f"Table 1 layout — {', '.join(table['datasets'])}", fontsize=11)
     _atomic_savefig(fig, Path(path))
     plt.close(fig)

@@ -2,8 +2,8 @@
 
 Runs are tiny (ResNet20 with one block per stage, 300 CIFAR-10 images, 200 test
 images through ``train(..., data=...)``). The kill is real: a child process
-that ends itself with ``os._exit`` at the end of an epoch, as a pre-empted job
-would, then the run is resumed in this process.
+that ends itself with ``os._exit`` as the third epoch begins, as a pre-empted
+job would, then the run is resumed in this process.
 """
 
 from __future__ import annotations
@@ -52,14 +52,14 @@ KILL_SCRIPT = textwrap.dedent("""
     config = RunConfig(**{config!r})
     data = prepare(config, DataPaths(cifar10_dir={cifar10_dir!r}))
     data = dataclasses.replace(data, test_images=data.test_images[:200], test_labels=data.test_labels[:200])
-    printed = callbacks.ProgressPrinter.on_epoch_end
+    begin = callbacks.ProgressPrinter.on_epoch_begin
 
-    def on_epoch_end(self, epoch, logs=None):
-        printed(self, epoch, logs)
-        if epoch == 1:
-            os._exit(3)  # killed after the 2nd epoch, no clean-up
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == 2:
+            os._exit(3)  # killed once the 2nd epoch is over (all its callbacks done), no clean-up
+        begin(self, epoch, logs)
 
-    callbacks.ProgressPrinter.on_epoch_end = on_epoch_end
+    callbacks.ProgressPrinter.on_epoch_begin = on_epoch_begin
     train(config, {run_dir!r}, data=data)
 """)
 
@@ -143,29 +143,29 @@ def test_load_trained_model_refuses_unfinished_runs(tmp_path):
 @pytest.mark.xfail(strict=True, reason=(
     "BUG: BackupAndRestore is the FIRST callback, so the epoch's checkpoint is saved before "
     "EpochEvaluation/HistoryWriter run; a kill during the end-of-epoch evaluation (seconds on the full "
-    "test set) resumes at the next epoch and history.csv never gets that epoch's row (here: epochs 0, 2, 3). "
+    "test set) resumes at the next epoch and history.csv never gets that epoch's row (here: only epoch 1). "
     "Fix: put BackupAndRestore LAST in train()'s callback list (after HistoryWriter and the recipe's "
     "callbacks), so a checkpoint only exists for epochs whose records are written."))
 def test_kill_during_the_epoch_evaluation_loses_no_history_row(tmp_path, tiny_run_data, monkeypatch):
-    config = RunConfig(**TINY, epochs=3)
+    config = RunConfig(**TINY, epochs=2)
     data = tiny_run_data(config)
     evaluate = callbacks.EpochEvaluation.on_epoch_end
 
     class Killed(Exception):
         pass
 
-    def dies_in_epoch_1(self, epoch, logs=None):
-        if epoch == 1:
-            raise Killed  # what a kill during the evaluation leaves on disk
+    def dies_in_epoch_0(self, epoch, logs=None):
+        if epoch == 0:
+            raise Killed  # leaves on disk what a kill during the evaluation leaves
         return evaluate(self, epoch, logs)
 
-    monkeypatch.setattr(callbacks.EpochEvaluation, "on_epoch_end", dies_in_epoch_1)
+    monkeypatch.setattr(callbacks.EpochEvaluation, "on_epoch_end", dies_in_epoch_0)
     with pytest.raises(Killed):
         train(config, tmp_path, data=data, print_fn=quiet)
     monkeypatch.setattr(callbacks.EpochEvaluation, "on_epoch_end", evaluate)
     final = train(config, tmp_path, data=data, print_fn=quiet)
-    assert [r["epoch"] for r in results.read_history(tmp_path / results.HISTORY)] == [0, 1, 2]
-    assert final["epochs_trained"] == 3
+    assert [r["epoch"] for r in results.read_history(tmp_path / results.HISTORY)] == [0, 1]
+    assert final["epochs_trained"] == 2
 
 
 # --------------------------------------------------------------------------------------
@@ -225,16 +225,15 @@ def test_release_memory_keeps_memory_steady():
 
     def one_run():
         model = build_run_model(config, (8, 8, 3), 4)
-        model.predict(x, verbose=0)
+        model(x, training=False)
         release_memory()
 
-    one_run()
-    one_run()
+    one_run()  # warm-up: TensorFlow's own first-use allocations
     start = rss_mib()
-    for _ in range(5):
+    for _ in range(4):
         one_run()
     growth = rss_mib() - start
-    assert growth < 50, f"RSS grew by {growth:.0f} MiB over 5 model builds"
+    assert growth < 64, f"RSS grew by {growth:.0f} MiB over 4 model builds"
     # release_memory cleared the Keras session: layer names start over.
     release_memory()
     assert keras.backend.get_uid("conv2d") == 1

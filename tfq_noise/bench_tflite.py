@@ -1,7 +1,7 @@
 """Benchmarks .tflite models with LiteRT on this CPU: latency, throughput, size, memory, int8/float ratios.
 
     python -m tfq_noise.bench_tflite tflite_models/*.tflite [--output=benchmark.json]
-        [--threads=1,2] [--warmup_runs=50] [--runs=1000] [--batch=32] [--batch_runs=50] [--rounds=1]
+        [--threads=1,2] [--warmup_runs=50] [--runs=500] [--batch=32] [--batch_runs=20] [--rounds=1]
 
 Per model, in a fresh subprocess (``python -P`` running this file, which
 imports only numpy and ai_edge_litert, never TensorFlow):
@@ -15,9 +15,11 @@ imports only numpy and ai_edge_litert, never TensorFlow):
   apply XNNPACK on CPU; whether it was applied, and how many of the model's
   operators it took, is read from the interpreter's nodes (each DELEGATE node
   covers the operators between its inputs and outputs);
-* peak memory: ``ru_maxrss`` of the subprocess minus its resident set size
-  just before the model is loaded (after Python, numpy and LiteRT are
-  imported). It counts everything the model brings: the mapped file pages,
+* peak memory: the subprocess's peak resident set size (``VmHWM``, reset
+  through ``/proc/self/clear_refs`` just before the model is loaded, after
+  Python, numpy and LiteRT are imported) minus its resident set size then.
+  (``getrusage``'s ``ru_maxrss`` is not used: a child keeps the peak of the
+  TensorFlow-sized parent it was forked from.) It counts everything the model brings: the mapped file pages,
   the tensor arena, XNNPACK's packed weights and thread pool. Measured after
   the batch-1 runs and again after the batch-``--batch`` runs (peak is
   monotone). Interpreters are created one after the other, and a freed one's
@@ -55,15 +57,29 @@ SIZE_TARGET = 0.28
 # ----------------------------------------------------------------------------- worker (subprocess)
 
 
-def _current_rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+def _status_bytes(field: str) -> int:
+    """``VmRSS`` / ``VmHWM`` of this process from /proc/self/status, in bytes."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def _reset_peak_rss() -> bool:
+    """Resets VmHWM to the current RSS (Linux >= 4.0); False if not allowed."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
 
 
 def _peak_rss_bytes() -> int:
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kilobytes on Linux
+    # VmHWM is the peak of this process image: unlike getrusage's ru_maxrss, it
+    # does not inherit the (TensorFlow-sized) peak of the parent that forked us.
+    return _status_bytes("VmHWM")
 
 
 def delegation(ops: Sequence[dict]) -> dict:
@@ -124,8 +140,9 @@ def measure(model_path: str, threads: Sequence[int], warmup_runs: int, runs: int
     """One model, in this process (run it in a fresh one: see ``run_worker``). Raw samples in ms."""
     from ai_edge_litert.interpreter import Interpreter
 
-    base_rss = _current_rss_bytes()
-    out: dict = {"latency_samples_ms": {}, "batch_samples_ms": {}, "xnnpack": {}}
+    peak_reset = _reset_peak_rss()
+    base_rss = _status_bytes("VmRSS")
+    out: dict = {"latency_samples_ms": {}, "batch_samples_ms": {}, "xnnpack": {}, "peak_reset": peak_reset}
     for n in threads:
         interpreter = Interpreter(model_path=model_path, num_threads=n)
         detail = interpreter.get_input_details()[0]
@@ -183,6 +200,14 @@ def _sidecar(path: Path) -> dict:
     return {}
 
 
+def _source_run(sidecar: dict) -> str | None:
+    """``experiment/run`` of the run a model was exported from (None if unknown)."""
+    source = sidecar.get("source") or {}
+    if source.get("experiment") and source.get("run"):
+        return f"{source['experiment']}/{source['run']}"
+    return source.get("run_dir")
+
+
 def _machine() -> dict:
     cpu = platform.processor() or ""
     try:
@@ -211,7 +236,7 @@ def summarize_model(path: Path, raw_rounds: list[dict], threads: Sequence[int], 
         "name": path.name,
         "kind": side.get("kind") or ("float32" if first["input_dtype"].startswith("float") else "int8"),
         "input_dtype": first["input_dtype"],
-        "source_run": (side.get("source") or {}).get("run_dir"),
+        "source_run": _source_run(side),
         "size_bytes": path.stat().st_size,
         "latency_ms": {},
         "throughput_images_per_s": {},
@@ -300,7 +325,7 @@ def format_table(entries: list[dict], comparisons: list[dict], threads: Sequence
 
 
 def benchmark(models: Sequence[str | Path], threads: Sequence[int] = (1, 2), warmup_runs: int = 50,
-              runs: int = 1000, batch: int = 32, batch_runs: int = 50, rounds: int = 1,
+              runs: int = 500, batch: int = 32, batch_runs: int = 20, rounds: int = 1,
               reference: str | None = None) -> dict:
     paths = [Path(m) for m in models]
     missing = [str(p) for p in paths if not p.is_file()]
@@ -325,7 +350,7 @@ def benchmark(models: Sequence[str | Path], threads: Sequence[int] = (1, 2), war
         "settings": {"threads": list(threads), "warmup_runs": warmup_runs, "runs": runs, "batch": batch,
                      "batch_runs": batch_runs, "rounds": rounds,
                      "delegates": "LiteRT defaults (XNNPACK on CPU)",
-                     "memory": "ru_maxrss minus RSS before loading the model, fresh subprocess per model"},
+                     "memory": "VmHWM (reset before loading) minus VmRSS before loading the model, fresh subprocess per model"},
         "targets": {"int8_latency_ratio_1_thread_max": LATENCY_TARGET, "int8_size_ratio_max": SIZE_TARGET},
         "models": entries,
         "comparisons": comparisons,
@@ -338,9 +363,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--output", default=None, help="JSON report (default: benchmark.json beside the first model)")
     p.add_argument("--threads", default="1,2", help="thread counts, comma-separated")
     p.add_argument("--warmup_runs", type=int, default=50)
-    p.add_argument("--runs", type=int, default=1000, help="timed batch-1 invocations per thread count")
+    p.add_argument("--runs", type=int, default=500, help="timed batch-1 invocations per thread count")
     p.add_argument("--batch", type=int, default=32, help="batch size of the throughput measurement")
-    p.add_argument("--batch_runs", type=int, default=50, help="timed invocations at that batch size")
+    p.add_argument("--batch_runs", type=int, default=20, help="timed invocations at that batch size")
     p.add_argument("--rounds", type=int, default=1, help="round-robin repetitions over the models")
     p.add_argument("--reference", default=None, help="the float32 model to compare int8 models with")
     return p

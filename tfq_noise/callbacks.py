@@ -76,12 +76,14 @@ class BestEpochKeeper(keras.callbacks.Callback):
     """Keeps the weights of the epoch with the highest ``monitor``; optionally stops after ``patience``.
 
     Its state lives in ``checkpoint_dir`` so a resumed run continues the same
-    comparison. At the end of training the best weights are restored.
+    comparison. At the end of training the best weights are restored. Epochs
+    before ``start_epoch`` are neither kept nor counted (e.g. before pruning).
     """
 
     def __init__(self, checkpoint_dir: Path, monitor: str, patience: int | None = None,
-                 min_delta: float = 0.0, stop: bool = False):
+                 min_delta: float = 0.0, stop: bool = False, start_epoch: int = 0):
         super().__init__()
+        self.start_epoch = start_epoch
         self.dir = Path(checkpoint_dir)
         self.monitor, self.patience, self.min_delta, self.stop = monitor, patience, min_delta, stop
         self.state_path = self.dir / "best_epoch.json"
@@ -93,6 +95,8 @@ class BestEpochKeeper(keras.callbacks.Callback):
             self.state = json.loads(self.state_path.read_text())
 
     def on_epoch_end(self, epoch, logs=None):
+        if epoch < self.start_epoch:
+            return
         value = (logs or {}).get(self.monitor)
         if value is None:
             raise KeyError(f"early stopping monitors {self.monitor!r}, which this epoch's logs lack")

@@ -11,6 +11,8 @@ from tfq_noise import methods
 from tfq_noise.data import cifar10n
 
 VALIDATION_LABELS = ("noisy", "clean")
+# Noise that comes with the data (human annotators), so it has no rate.
+RATELESS_NOISE_TYPES = tuple(cifar10n.NOISE_TYPES) + ("annotators", "original")
 STRATEGIES = ("default", "mirrored", "one_device")
 
 
@@ -80,8 +82,10 @@ class RunConfig:
         model = "" if not self.model_kwargs else "_" + "_".join(
             f"{k}-{_short(v)}" for k, v in sorted(self.model_kwargs.items()))
         # Human label noise (CIFAR-10N) has no rate to name.
-        noise = self.noise_type if self.noise_type in cifar10n.NOISE_TYPES else f"{self.noise_type}-{self.noise_rate:.2f}"
-        return f"{noise}__{method}{model}__seed{self.seed}"
+        noise = self.noise_type if self.noise_type in RATELESS_NOISE_TYPES else f"{self.noise_type}-{self.noise_rate:.2f}"
+        data = "" if not self.dataset_kwargs else "_" + "_".join(
+            f"{k}-{_short(v)}" for k, v in sorted(self.dataset_kwargs.items()))
+        return f"{noise}{data}__{method}{model}__seed{self.seed}"
 
     def to_dict(self) -> dict:
         out = dataclasses.asdict(self)

@@ -38,6 +38,18 @@ held out of the training part, chosen once per fold (never frames of a training
 subject: consecutive frames are near duplicates). 12 tasks, AU1 .. AU24 in the
 paper's order. Unknown codes (9) are masked: per-label sample weights in the loss
 and a mask in the F1, through :class:`MaskedMultiLabelTask`.
+
+Lazily read images: with ``in_memory`` false, ``RunData``'s image fields are
+:class:`LazyImages`, which the training loop can use as they are once
+``tfq_noise.data.pipeline.make_dataset`` starts with::
+
+    if hasattr(images, "make_dataset"):  # images read lazily from files (BP4D)
+        return images.make_dataset(labels, batch_size, training, augment=augment, seed=seed, mean=mean,
+                                   std=std, cache=cache, sample_weights=sample_weights,
+                                   drop_remainder=drop_remainder)
+
+(``train.train`` and the per-epoch evaluation both build their datasets with it.)
+Until then, ``in_memory=true`` decodes everything up front and works with the loop as it is.
 """
 
 from __future__ import annotations

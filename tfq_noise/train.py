@@ -33,6 +33,7 @@ class TrainContext:
     steps_per_epoch: int
     checkpoint_dir: Path
     validation_metric: str
+    selection_start_epoch: int = 0
 
 
 class RunFailed(RuntimeError):
@@ -115,8 +116,9 @@ def train(config: RunConfig, run_dir: str | Path, paths: DataPaths | None = None
 
     steps_per_epoch = int(np.ceil(len(data.train_images) / config.batch_size))
     checkpoint_dir = run_dir / results.CHECKPOINTS
-    context = TrainContext(config.epochs, steps_per_epoch, checkpoint_dir, task.validation_metric)
     recipe = config.recipe
+    context = TrainContext(config.epochs, steps_per_epoch, checkpoint_dir, task.validation_metric,
+                           recipe.selection_start_epoch(config.epochs))
     strategy = make_strategy(config.strategy)
     with strategy.scope():
         model = build_run_model(config, data.input_shape, task.num_classes, steps_per_epoch)

@@ -134,6 +134,9 @@ def make_dataset(
       Dataset of ``(images float32 [B, H, W, C], labels)`` or
       ``(images, labels, sample_weights)``.
     """
+    if hasattr(images, "make_dataset"):  # images read lazily from disk (BP4D)
+        return images.make_dataset(labels, batch_size, training, augment=augment, seed=seed, mean=mean, std=std,
+                                   cache=cache, sample_weights=sample_weights, drop_remainder=drop_remainder)
     images = np.asarray(images)
     labels = np.asarray(labels)
     if images.ndim != 4 or images.dtype != np.uint8:

@@ -44,6 +44,10 @@ class Method:
         """True if the final model is the best epoch on validation, not the last."""
         return False
 
+    def selection_start_epoch(self, hp, epochs: int) -> int:
+        """First epoch whose model may be selected (e.g. pruned models only)."""
+        return 0
+
 
 def _check_range(hp, key, low, high, *, low_open=False, high_open=False, integer=False):
     value = hp[key]
@@ -94,3 +98,6 @@ class Recipe:
 
     def selects_best_epoch(self) -> bool:
         return any(m.selects_best_epoch(self.hparams) for m in self.methods)
+
+    def selection_start_epoch(self, epochs: int) -> int:
+        return max(m.selection_start_epoch(self.hparams, epochs) for m in self.methods)

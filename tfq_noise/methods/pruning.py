@@ -113,6 +113,10 @@ class Pruning(Method):
     def prune_epoch(hp, epochs: int) -> int:
         return int(round(hp["prune_epoch_fraction"] * epochs))
 
+    def selection_start_epoch(self, hp, epochs):
+        # With early stopping, only pruned models may be kept.
+        return self.prune_epoch(hp, epochs)
+
     def transform_model(self, model, hp, context):
         if hp["prune_structure"] != "unstructured":
             return model

@@ -14,8 +14,10 @@ class Quantization(Method):
         "first_last_bits": 8,
         "quantization_scheme": "paper",
         "ema_momentum": 0.99,
-        # Per-layer (weight_bits, activation_bits) by layer name, e.g. per-task heads.
+        # Per-layer (weight_bits, activation_bits) by layer name.
         "layer_bits": {},
+        # Per-task (weight_bits, activation_bits) of multi-task heads, by task name.
+        "head_bits": {},
     }
     description = "quantization-aware training (straight-through estimator)"
 
@@ -26,13 +28,25 @@ class Quantization(Method):
             check_bits(hp["first_last_bits"], "first_last_bits")
         if hp["quantization_scheme"] not in SCHEMES:
             raise ValueError(f"quantization_scheme must be one of {sorted(SCHEMES)}, got {hp['quantization_scheme']!r}")
+        for key in ("layer_bits", "head_bits"):
+            if not isinstance(hp[key], dict):
+                raise ValueError(f"{key} must map names to [weight_bits, activation_bits], got {hp[key]!r}")
+            for name, bits in hp[key].items():
+                if not isinstance(bits, (list, tuple)) or len(bits) != 2:
+                    raise ValueError(f"{key}[{name!r}] must be [weight_bits, activation_bits], got {bits!r}")
+                check_bits(bits[0], f"{key}[{name!r}] weight bits")
+                check_bits(bits[1], f"{key}[{name!r}] activation bits")
         if not 0.0 <= hp["ema_momentum"] < 1.0:
             raise ValueError(f"ema_momentum must be in [0, 1), got {hp['ema_momentum']!r}")
 
     def transform_model(self, model, hp, context):
+        from tfq_noise.models.multitask import head_layer_bits
+
+        layer_bits = head_layer_bits(dict(hp["head_bits"]))
+        layer_bits.update({k: tuple(v) for k, v in dict(hp["layer_bits"]).items()})
         return quantize_model(
             model, int(hp["weight_bits"]), int(hp["activation_bits"]),
             None if hp["first_last_bits"] is None else int(hp["first_last_bits"]),
             scheme=hp["quantization_scheme"], ema_momentum=float(hp["ema_momentum"]),
-            layer_bits={k: tuple(v) for k, v in dict(hp["layer_bits"]).items()},
+            layer_bits=layer_bits,
         )

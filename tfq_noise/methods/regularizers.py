@@ -31,7 +31,8 @@ class EarlyStopping(Method):
         from tfq_noise.callbacks import BestEpochKeeper
 
         return [BestEpochKeeper(context.checkpoint_dir, monitor=context.validation_metric,
-                                patience=int(hp["patience"]), min_delta=float(hp["min_delta"]), stop=True)]
+                                patience=int(hp["patience"]), min_delta=float(hp["min_delta"]), stop=True,
+                                start_epoch=context.selection_start_epoch)]
 
     def selects_best_epoch(self, hp):
         return True

@@ -1,13 +1,14 @@
 """tfmot ``QuantizeConfig``s: which tensors of a layer are quantized, and how.
 
-One config class serves every layer: a kernel quantizer (Conv2D, Dense,
-DepthwiseConv2D) and/or an output quantizer. Which layers get which bits is
+One config class serves every layer: a kernel quantizer (Conv2D, Conv1D,
+Dense) and/or an output quantizer. Which layers get which bits is
 decided on the whole graph in :mod:`tfq_noise.quantization.scheme`.
 """
 
 from __future__ import annotations
 
 import tfq_noise  # noqa: F401
+import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 
 from tfq_noise.quantization import ops
@@ -15,12 +16,13 @@ from tfq_noise.quantization.quantizers import ActivationQuantizer, WeightQuantiz
 
 _QuantizeConfig = tfmot.quantization.keras.QuantizeConfig
 
-# The attribute that holds each supported layer type's kernel.
+# The attribute that holds each supported layer type's kernel. DepthwiseConv2D is left out:
+# its output channels span two kernel axes (input × multiplier), which the per-channel
+# scale over the last axis would get wrong.
 KERNEL_ATTRIBUTES = {
     "Conv2D": "kernel",
     "Conv1D": "kernel",
     "Dense": "kernel",
-    "DepthwiseConv2D": "depthwise_kernel",
 }
 
 
@@ -63,8 +65,8 @@ class LayerQuantizeConfig(_QuantizeConfig):
 
     def set_quantize_weights(self, layer, quantize_weights):
         attribute = self._kernel_attribute(layer)
-        if attribute is not None:
-            setattr(layer, attribute, quantize_weights[0])
+        if attribute is not None:  # cast: under mixed precision the layer computes in bfloat16
+            setattr(layer, attribute, tf.cast(quantize_weights[0], layer.compute_dtype))
 
     def get_activations_and_quantizers(self, layer):
         return []

@@ -2,7 +2,7 @@
 
 What is quantized, decided on the model's graph:
 
-* every Conv2D / DepthwiseConv2D / Dense kernel: ``weight_bits``; Conv kernels
+* every Conv2D / Conv1D / Dense kernel: ``weight_bits``; Conv kernels
   per output channel, Dense kernels per tensor (TFLite does not convert
   per-channel Dense);
 * every *input* of those layers (the paper's "activations"): ``activation_bits``
@@ -63,7 +63,8 @@ class QuantizationSpec:
     first_last_bits: int | None = 8
     other_tensor_bits: int = 8
     ema_momentum: float = 0.99
-    # Per-layer (weight_bits, activation_bits) by layer name, over everything else.
+    # Per-layer (weight_bits, activation_bits) by layer name, over everything else. A tensor read
+    # by several layers is quantized once, at the largest of their activation bits.
     layer_bits: Mapping[str, tuple[int, int]] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
@@ -110,15 +111,17 @@ class _Graph:
     """Producer → consumer links of a functional model, through transparent layers."""
 
     def __init__(self, model):
-        self.layers = {layer.name: layer for layer in model.layers}
+        # Sequential.layers leaves the InputLayer out: take it from the model's inputs.
+        inputs = [t._keras_history.layer for t in model.inputs]  # pylint: disable=protected-access
+        self.layers = {layer.name: layer for layer in inputs + list(model.layers)}
         self.consumers: dict[str, list] = {name: [] for name in self.layers}
-        for layer in model.layers:
+        for layer in self.layers.values():
             for node in layer._outbound_nodes:  # pylint: disable=protected-access
                 consumer = node.outbound_layer
                 if consumer.name in self.layers and consumer not in self.consumers[layer.name]:
                     self.consumers[layer.name].append(consumer)
         self.output_layers = {t._keras_history.layer.name for t in model.outputs}  # pylint: disable=protected-access
-        self.input_layers = [layer for layer in model.layers if type(layer).__name__ == "InputLayer"]
+        self.input_layers = [layer for layer in self.layers.values() if type(layer).__name__ == "InputLayer"]
 
     def effective_consumers(self, name: str) -> list:
         found = []
@@ -132,8 +135,10 @@ class _Graph:
     def reaches_output(self, name: str) -> bool:
         if name in self.output_layers:
             return True
+        # A Concatenate that only joins outputs (per-task heads) keeps its inputs "last layers".
         return any(
-            type(c).__name__ in _TRANSPARENT and self.reaches_output(c.name) for c in self.consumers[name]
+            type(c).__name__ in _TRANSPARENT | {"Concatenate"} and self.reaches_output(c.name)
+            for c in self.consumers[name]
         )
 
 
@@ -180,7 +185,7 @@ def plan_model(model, spec: QuantizationSpec) -> tuple[dict[str, LayerPlan], int
         elif layer.weights and layer_type not in ("BatchNormalization",):
             raise ValueError(
                 f"layer {name} ({layer_type}) has weights this scheme cannot quantize; "
-                "use Conv2D, DepthwiseConv2D or Dense"
+                f"supported kernels: {sorted(KERNEL_ATTRIBUTES)}"
             )
         else:
             plans[name] = LayerPlan(name, layer_type, None, None, output_bits(name), False)

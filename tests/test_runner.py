@@ -1,0 +1,404 @@
+"""Tests of the grid runner (``experiments/run.py``) and its flag parsing (``experiments/grid.py``).
+
+Two real invocations run as child processes, started together at the
+beginning of the module: the smoke grid and a tiny MirroredStrategy run over
+two logical CPUs (logical devices must be set before TensorFlow starts). The
+rest (skip, dry runs, shards, bad flags) calls ``run.main`` (or ``run.run``)
+in this process with freshly parsed flags; nothing in it trains.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import tfq_noise  # noqa: F401  (selects Keras 2 before TensorFlow loads)
+import pytest
+from absl import flags
+
+from experiments import grid
+from experiments import run as runner
+from tfq_noise import results
+from tfq_noise.config import RunConfig
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SMOKE = REPO_ROOT / "experiments" / "configs" / "smoke.flags"
+FLAGS = flags.FLAGS
+
+MIRRORED_ARGS = ["--experiment=mirrored", "--methods=baseline", "--model_kwargs=blocks_per_stage=1",
+                 "--train_size=256", "--batch_size=64", "--epochs=1", "--eval_train_size=64",
+                 "--noise_rates=0.2", "--strategy=mirrored", "--logical_cpus=2"]
+
+
+def parse(args):
+    FLAGS.unparse_flags()
+    FLAGS(["run", *map(str, args)])
+
+
+def run_in_process(args, capsys):
+    """``run.main`` with ``args`` parsed as on the command line: (return code, stdout, stderr)."""
+    parse(args)
+    try:
+        code = runner.main(["run"])
+    finally:
+        FLAGS.unparse_flags()
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def grid_for(args) -> list[RunConfig]:
+    parse(args)
+    try:
+        return runner.build_grid()
+    finally:
+        FLAGS.unparse_flags()
+
+
+def dry_run_names(out: str) -> list[str]:
+    return [line.split()[-1] for line in out.splitlines() if line.startswith("  ")]
+
+
+# --------------------------------------------------------------------------------------
+# Child processes, started once for the module
+# --------------------------------------------------------------------------------------
+
+
+class Child:
+    def __init__(self, name, args, directory: Path):
+        self.results_dir = directory / "results"
+        self.stdout_path, self.stderr_path = directory / f"{name}.out", directory / f"{name}.err"
+        env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+        with open(self.stdout_path, "w") as out, open(self.stderr_path, "w") as err:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "experiments.run", *args, f"--results_dir={self.results_dir}",
+                 "--report=false"], cwd=REPO_ROOT, env=env, stdout=out, stderr=err)
+        self.returncode = None
+
+    def wait(self):
+        if self.returncode is None:
+            try:
+                self.returncode = self.process.wait(timeout=600)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                raise
+            self.stdout, self.stderr = self.stdout_path.read_text(), self.stderr_path.read_text()
+        return self
+
+
+@pytest.fixture(scope="module")
+def children(tmp_path_factory, cifar10_dir):
+    data = f"--cifar10_dir={cifar10_dir}"
+    started = {
+        "smoke": Child("smoke", [f"--flagfile={SMOKE}", data], tmp_path_factory.mktemp("smoke")),
+        "mirrored": Child("mirrored", [*MIRRORED_ARGS, data], tmp_path_factory.mktemp("mirrored")),
+    }
+    yield started
+    for child in started.values():
+        if child.process.poll() is None:
+            child.process.kill()
+
+
+@pytest.fixture(scope="module")
+def smoke(children, cifar10_dir):
+    child = children["smoke"].wait()
+    child.base_args = [f"--flagfile={SMOKE}", f"--results_dir={child.results_dir}", "--report=false",
+                       f"--cifar10_dir={cifar10_dir}"]
+    child.experiment_dir = child.results_dir / "smoke"
+    return child
+
+
+# --------------------------------------------------------------------------------------
+# The smoke grid
+# --------------------------------------------------------------------------------------
+
+
+def test_smoke_grid_writes_every_run(smoke):
+    assert smoke.returncode == 0, smoke.stderr[-3000:]
+    assert "smoke: 2 runs in this shard, 0 already done, 2 to run" in smoke.stdout
+    expected = {c.run_name: c for c in grid_for([f"--flagfile={SMOKE}"])}
+    assert {c.method for c in expected.values()} == {"baseline", "quantization"}
+    assert sorted(p.name for p in smoke.experiment_dir.iterdir()) == sorted(expected)
+    for name, config in expected.items():
+        run_dir = smoke.experiment_dir / name
+        assert results.run_state(run_dir) == "done"
+        assert not (run_dir / results.FAILED).exists()
+        stored = results.read_json(run_dir / results.CONFIG)
+        assert stored == config.to_dict()
+        assert RunConfig.from_dict(stored).run_name == name
+        history = results.read_history(run_dir / results.HISTORY)
+        assert [r["epoch"] for r in history] == [0, 1]
+        for row in history:
+            for key in ("loss", "test_accuracy", "val_accuracy", "memorized", "corrected"):
+                assert row[key] is not None and math.isfinite(row[key]), (name, key)
+        final = results.read_json(run_dir / results.FINAL)
+        missing = set(results.FINAL_KEYS) - set(final)
+        assert not missing, (name, missing)
+        assert (final["dataset"], final["method"], final["noise_type"], final["noise_rate"], final["seed"],
+                final["epochs"]) == ("cifar10", config.method, "symmetric", 0.4, 0, 2)
+        assert final["hparams"] == config.resolved_hparams
+        assert final["test_accuracy"] == history[-1]["test_accuracy"]
+        assert 0.0 <= final["test_accuracy"] <= 1.0 and final["wall_seconds"] > 0
+        provenance = results.read_json(run_dir / results.PROVENANCE)
+        assert {"git_commit", "packages", "python", "machine", "data"} <= set(provenance)
+        assert provenance["packages"]["tensorflow"] and provenance["data"]["train_examples"] == 540
+        assert not (run_dir / results.CHECKPOINTS / "backup").exists()
+    quantized = results.read_json(smoke.experiment_dir / [n for n in expected if "quantization" in n][0]
+                                  / results.FINAL)
+    assert quantized["hparams"]["weight_bits"] == 4 and quantized["hparams"]["first_last_bits"] == 8
+
+
+def test_second_invocation_skips_finished_runs(smoke, capsys):
+    finals = sorted(smoke.experiment_dir.glob(f"*/{results.FINAL}"))
+    before = {p: p.stat().st_mtime_ns for p in finals}
+    code, out, err = run_in_process(smoke.base_args, capsys)
+    assert code == 0, err
+    assert "smoke: 2 runs in this shard, 2 already done, 0 to run" in out
+    assert {p: p.stat().st_mtime_ns for p in finals} == before
+    code, out, _ = run_in_process([*smoke.base_args, "--dry_run"], capsys)
+    assert code == 0
+    assert [line.split()[0] for line in out.splitlines() if line.startswith("  ")] == ["done", "done"]
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: a run is skipped by its directory name alone. run_name leaves out epochs, learning_rate, "
+    "batch_size, train_size, validation_fraction, augment...; re-running an experiment with changed "
+    "flags reports the old runs as done (and resumes partial runs from checkpoints of the old settings). "
+    "Fix: in run.main, compare each existing run's config.json with config.to_dict() and stop with "
+    "exit 2 naming the differing keys (or put a hash of the full config in the run name)."))
+def test_changed_settings_are_not_reported_as_done(smoke, capsys):
+    code, out, _ = run_in_process([*smoke.base_args, "--epochs=3", "--dry_run"], capsys)
+    assert code != 0 or "0 already done, 2 to run" in out, out
+
+
+# --------------------------------------------------------------------------------------
+# Shards and dry runs
+# --------------------------------------------------------------------------------------
+
+BIG_GRID = ["--methods=baseline,quantization,dropout", "--noise_rates=0.2,0.4", "--seeds=0,1",
+            "--model_kwargs=blocks_per_stage=1", "--report=false"]
+
+
+def test_shards_partition_the_grid(tmp_path, capsys):
+    results_dir = tmp_path / "results"
+    args = [*BIG_GRID, f"--results_dir={results_dir}", "--dry_run"]
+    code, out, _ = run_in_process(args, capsys)
+    assert code == 0
+    everything = dry_run_names(out)
+    assert len(everything) == len(set(everything)) == 12
+    assert "default: 12 runs in this shard, 0 already done, 12 to run" in out
+    shards = []
+    for index in range(3):
+        code, out, _ = run_in_process([*args, f"--shard_index={index}", "--num_shards=3"], capsys)
+        assert code == 0
+        shards.append(dry_run_names(out))
+        assert f"default: {len(shards[-1])} runs in this shard" in out
+    assert sorted(n for shard in shards for n in shard) == sorted(everything)  # union, no repeats
+    assert all(shard for shard in shards)
+    assert not results_dir.exists()  # a dry run writes nothing
+
+
+def test_grid_order_is_seed_outermost():
+    configs = grid_for(BIG_GRID)
+    assert [c.seed for c in configs] == [0] * 6 + [1] * 6
+    assert [c.noise_rate for c in configs[:6]] == [0.2] * 3 + [0.4] * 3
+    assert [c.method for c in configs[:3]] == ["baseline", "quantization", "dropout"]
+    assert all(c.model_kwargs == {"blocks_per_stage": 1} for c in configs)
+
+
+def test_shared_hparams_apply_only_to_methods_that_have_them():
+    configs = grid_for(["--methods=baseline,quantization", "--hparams=weight_bits=2"])
+    by_method = {c.method: c for c in configs}
+    assert by_method["quantization"].resolved_hparams["weight_bits"] == 2
+    assert by_method["baseline"].resolved_hparams == {}
+    assert "weight_bits-2" in by_method["quantization"].run_name
+
+
+# --------------------------------------------------------------------------------------
+# Bad flags
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad, message", [
+    (["--methods=baseline,nonexistent"], "unknown method"),
+    (["--methods=baseline+dropout"], "baseline"),
+    (["--methods=pruning+quantization"], "cannot be combined"),
+    (["--noise_rates=1.5"], "outside [0, 1]"),
+    (["--noise_rates=abc"], "must be numbers"),
+    (["--seeds=0,x"], "integers"),
+    (["--noise_type=gaussian"], "noise_type"),
+    (["--methods=quantization[weight_bits=9]"], "weight_bits"),
+    (["--methods=dropout[dropout_rate=1.0]"], "dropout_rate"),
+    (["--methods=quantization[weight_bits=2"], "unbalanced"),
+    (["--methods=early_stopping", "--validation_fraction=0"], "validation_fraction"),
+    (["--experiment=a/b"], "experiment name"),
+    (["--shard_index=2", "--num_shards=2"], "shard_index"),
+    (["--cifar10_dir=/nonexistent"], "does not exist"),
+])
+def test_bad_flags_stop_before_anything_is_written(bad, message, tmp_path, cifar10_dir, capsys):
+    results_dir = tmp_path / "results"
+    args = [f"--flagfile={SMOKE}", f"--results_dir={results_dir}", "--report=false",
+            f"--cifar10_dir={cifar10_dir}", *bad]
+    code, out, err = run_in_process(args, capsys)
+    assert code == 2, out + err
+    assert err.startswith("error:") and message in err, err
+    assert not results_dir.exists()
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: the model name and model_kwargs are not checked before training: RunConfig accepts them, the "
+    "data loads, then train() writes config.json/provenance.json and build_model raises (a traceback, "
+    "not 'error: ...' and exit 2, and files under results_dir). Fix: validate them up front, e.g. in "
+    "RunConfig.__post_init__ (model in models.MODELS, kwargs bound against the builder's signature) or "
+    "by building todo[0]'s model in run.main's pre-flight, next to prepare()."))
+@pytest.mark.parametrize("bad", [["--model=resnet21"], ["--model_kwargs=blocks_per_stag=1"]])
+def test_bad_model_flags_stop_before_anything_is_written(bad, tmp_path, cifar10_dir, capsys, monkeypatch):
+    results_dir = tmp_path / "results"
+    args = [f"--flagfile={SMOKE}", f"--results_dir={results_dir}", "--report=false",
+            f"--cifar10_dir={cifar10_dir}", "--train_size=64", "--epochs=1", *bad]
+    import tfq_noise.train
+
+    def no_fit(*args, **kwargs):  # should never be reached; stops a mistaken run from training
+        raise AssertionError("training started")
+
+    monkeypatch.setattr(tfq_noise.train.keras.Model, "fit", no_fit)
+    try:
+        code, out, err = run_in_process(args, capsys)
+    except Exception as error:  # noqa: BLE001
+        code, err = repr(error), ""
+    assert code == 2 and err.startswith("error:"), (code, err)
+    assert not results_dir.exists()
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: a misspelled hyper-parameter inside a method's brackets is silently dropped "
+    "(methods.resolve ignores keys no method uses, which is meant for the shared --hparams), so "
+    "`quantization[weight_bit=2]` trains W4 under the default run name. Fix: in grid.expand (or "
+    "parse_methods), refuse bracket keys that are not in methods.default_hparams(method)."))
+def test_misspelled_method_hparam_is_refused(tmp_path, capsys):
+    code, out, err = run_in_process([f"--flagfile={SMOKE}", f"--results_dir={tmp_path / 'r'}", "--dry_run",
+                                     "--methods=quantization[weight_bit=2]"], capsys)
+    assert code == 2 and "weight_bit" in err, out + err
+
+
+def test_bad_flag_exits_with_status_2_through_app_run(tmp_path, monkeypatch, capsys):
+    """The console entry point (absl app.run) turns main's 2 into the process exit status."""
+    results_dir = tmp_path / "results"
+    monkeypatch.setattr(sys, "argv", ["run", f"--flagfile={SMOKE}", f"--results_dir={results_dir}",
+                                      "--methods=baseline,nonexistent"])
+    FLAGS.unparse_flags()
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            runner.run()
+    finally:
+        FLAGS.unparse_flags()
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "error: unknown method(s) ['nonexistent']" in err and "Traceback" not in err
+    assert not results_dir.exists()
+
+
+# --------------------------------------------------------------------------------------
+# MirroredStrategy over two logical CPUs
+# --------------------------------------------------------------------------------------
+
+
+def test_mirrored_strategy_on_two_logical_cpus_completes(children):
+    child = children["mirrored"].wait()
+    assert child.returncode == 0, child.stderr[-3000:]
+    (run_dir,) = (child.results_dir / "mirrored").iterdir()
+    final = results.read_json(run_dir / results.FINAL)
+    assert results.read_json(run_dir / results.CONFIG)["strategy"] == "mirrored"
+    assert final["epochs_trained"] == 1 and math.isfinite(final["test_accuracy"])
+    assert "1 runs in this shard, 0 already done, 1 to run" in child.stdout
+
+
+# --------------------------------------------------------------------------------------
+# grid.py parsing
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("4", 4), ("0.1", 0.1), ("1e-3", 1e-3), ("-2", -2), ("true", True), ("False", False),
+    ("none", None), ("null", None), ("[8, 8]", [8, 8]), ('{"logits": [8, 8]}', {"logits": [8, 8]}),
+    ("blocks", "blocks"), (" head ", "head"), ('"4"', "4"),
+])
+def test_parse_value(text, expected):
+    value = grid.parse_value(text)
+    assert value == expected and type(value) is type(expected)
+
+
+def test_split_top_level_respects_brackets():
+    assert grid.split_top_level("a[b,c],d , e,") == ["a[b,c]", "d", "e"]
+    assert grid.split_top_level('q[layer_bits={"x": [8, 8]}],b') == ['q[layer_bits={"x": [8, 8]}]', "b"]
+    for bad in ("a[b,c", "a]b[", "a{"):
+        with pytest.raises(ValueError, match="unbalanced"):
+            grid.split_top_level(bad)
+
+
+def test_parse_assignments():
+    assert grid.parse_assignments("blocks_per_stage=1,batchnorm=false,name=x=y") == {
+        "blocks_per_stage": 1, "batchnorm": False, "name": "x=y"}
+    assert grid.parse_assignments("a=1;b=0.5", ";") == {"a": 1, "b": 0.5}
+    with pytest.raises(ValueError, match="key=value"):
+        grid.parse_assignments("a=1,b")
+
+
+def test_parse_methods():
+    text = ("baseline, quantization[weight_bits=2;activation_bits=8],"
+            "dropout[dropout_rate=0.3;dropout_position=blocks],quantization+early_stopping,"
+            'quantization[layer_bits={"logits": [8, 8]}]')
+    assert grid.parse_methods(text) == [
+        ("baseline", {}),
+        ("quantization", {"weight_bits": 2, "activation_bits": 8}),
+        ("dropout", {"dropout_rate": 0.3, "dropout_position": "blocks"}),
+        ("quantization+early_stopping", {}),
+        ("quantization", {"layer_bits": {"logits": [8, 8]}}),
+    ]
+    for bad, message in (("", "empty"), (" , ", "empty"), ("quant1zation", "cannot read"),
+                         ("dropout[0.3]", "key=value")):
+        with pytest.raises(ValueError, match=message):
+            grid.parse_methods(bad)
+
+
+def test_expand_settings_of_one_method_are_separate_runs():
+    base = {"experiment": "t", "model_kwargs": {"blocks_per_stage": 1}}
+    methods = grid.parse_methods("quantization[weight_bits=2],quantization[weight_bits=8],quantization,"
+                                 "quantization[weight_bits=4]")
+    configs = grid.expand(base, methods, ["symmetric"], [0.4], [0])
+    assert [c.resolved_hparams["weight_bits"] for c in configs] == [2, 8, 4]  # the default 4 only once
+    assert len({c.run_name for c in configs}) == 3
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: run_name writes the noise rate with 2 decimals and expand() silently drops a config whose "
+    "run_name was already seen, so --noise_rates=0.12,0.125 runs only 0.12 (and would report it for "
+    "both). Fix: write the rate with f'{rate:g}' (or enough digits), and make expand raise when two "
+    "DIFFERENT configs (to_dict) get the same run_name instead of skipping the second."))
+def test_expand_keeps_distinct_noise_rates():
+    configs = grid.expand({"experiment": "t"}, [("baseline", {})], ["symmetric"], [0.12, 0.125], [0])
+    assert sorted(c.noise_rate for c in configs) == [0.12, 0.125]
+
+
+def test_expand_human_noise_has_one_run_per_method_and_seed():
+    configs = grid.expand({"experiment": "t"}, [("baseline", {})], ["aggre", "symmetric"], [0.2, 0.4], [0])
+    assert [(c.noise_type, c.noise_rate) for c in configs] == [("aggre", 0.0), ("symmetric", 0.2),
+                                                              ("symmetric", 0.4)]
+
+
+def test_expand_refuses_bad_settings_before_anything():
+    with pytest.raises(ValueError, match="weight_bits"):
+        grid.expand({"experiment": "t"}, [("baseline", {}), ("quantization", {"weight_bits": 9})],
+                    ["symmetric"], [0.4], [0])
+
+
+def test_shard_partitions_and_checks_its_arguments():
+    items = list(range(10))
+    parts = [grid.shard(items, i, 3) for i in range(3)]
+    assert sorted(x for p in parts for x in p) == items
+    assert grid.shard(items, 0, 1) == items
+    for index, count in ((3, 3), (-1, 3), (0, 0)):
+        with pytest.raises(ValueError, match="shard_index"):
+            grid.shard(items, index, count)
