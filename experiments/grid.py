@@ -13,6 +13,7 @@ import re
 from typing import Any, Iterable, Mapping
 
 from tfq_noise.config import RATELESS_NOISE_TYPES, RunConfig
+from tfq_noise.methods import default_hparams
 
 _ENTRY = re.compile(r"^\s*([A-Za-z_+]+)\s*(?:\[(.*)\])?\s*$")
 
@@ -88,8 +89,13 @@ def expand(
     Human-noise types (CIFAR-10N, FER+ annotators) have no rate: they get one run per method and seed.
     Raises ValueError on the first invalid combination, before anything runs.
     """
-    configs, seen = [], set()
+    configs, seen = [], {}
     methods, noise_types, noise_rates = list(methods), list(noise_types), list(noise_rates)
+    for method, hparams in methods:
+        unknown = set(hparams) - set(default_hparams(method))
+        if unknown:
+            raise ValueError(f"{method} has no hyper-parameter(s) {sorted(unknown)}; "
+                             f"it has {sorted(default_hparams(method))}")
     for seed in seeds:
         for noise_type in noise_types:
             rates = [0.0] if noise_type in RATELESS_NOISE_TYPES else noise_rates
@@ -98,8 +104,10 @@ def expand(
                     config = RunConfig(**base, method=method, hparams={**(shared_hparams or {}), **hparams},
                                        noise_type=noise_type, noise_rate=float(rate), seed=int(seed))
                     if config.run_name in seen:
-                        continue
-                    seen.add(config.run_name)
+                        if seen[config.run_name] != config.to_dict():
+                            raise ValueError(f"two different runs would share the name {config.run_name}")
+                        continue  # the same run listed twice (e.g. a method's default spelled out)
+                    seen[config.run_name] = config.to_dict()
                     configs.append(config)
     return configs
 

@@ -56,6 +56,8 @@ flags.DEFINE_integer("num_shards", 1, "Number of shards the grid is split into."
 flags.DEFINE_bool("jit_compile", False, "XLA-compile the training step (slower on this CPU; measure first).")
 flags.DEFINE_bool("deterministic", False, "Deterministic ops (slower).")
 flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "one_device"], "tf.distribute strategy.")
+flags.DEFINE_enum("precision", "float32", ["float32", "mixed_bfloat16"],
+                  "Compute precision; mixed_bfloat16 is faster on CPUs with AVX512-BF16 (measure accuracy first).")
 flags.DEFINE_integer("logical_cpus", 0, "Split the CPU into this many logical devices (to try MirroredStrategy).")
 flags.DEFINE_integer("threads", 0, "TensorFlow intra- and inter-op threads (0: TensorFlow's default).")
 flags.DEFINE_bool("retry_failed", False, "Run again the runs that failed (e.g. NaN loss).")
@@ -86,6 +88,7 @@ def build_grid():
         validation_labels=FLAGS.validation_labels, augment=FLAGS.augment, eval_train_size=FLAGS.eval_train_size,
         dataset_kwargs=grid.parse_assignments(FLAGS.dataset_kwargs) if FLAGS.dataset_kwargs else {},
         jit_compile=FLAGS.jit_compile, deterministic=FLAGS.deterministic, strategy=FLAGS.strategy,
+        precision=FLAGS.precision,
     )
     try:
         rates = [float(r) for r in FLAGS.noise_rates]
@@ -115,6 +118,21 @@ def data_paths():
                      cifar10n_path=FLAGS.cifar10n_path, ferplus_dir=FLAGS.ferplus_dir, bp4d_dir=FLAGS.bp4d_dir)
 
 
+def changed_settings(run_dir: Path, config) -> list[str]:
+    """Settings of an existing run that differ from ``config`` (settings it predates count as default)."""
+    from tfq_noise import results
+
+    path = run_dir / results.CONFIG
+    if not path.exists():
+        return []
+    stored, current = results.read_json(path), config.to_dict()
+    changed = [k for k in stored if k != "hparams" and stored[k] != current.get(k)]
+    changed += [f"hparams.{k}" for k, v in stored.get("hparams", {}).items()
+                if v != current["hparams"].get(k)]
+    return [f"{k}: {stored.get(k, stored.get('hparams', {}).get(k.split('.')[-1]))!r} → "
+            f"{current.get(k, current['hparams'].get(k.split('.')[-1]))!r}" for k in changed]
+
+
 def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -134,6 +152,12 @@ def main(argv):
 
     experiment_dir = Path(FLAGS.results_dir) / FLAGS.experiment
     states = {c.run_name: results.run_state(experiment_dir / c.run_name) for c in configs}
+    for config in configs:
+        changed = changed_settings(experiment_dir / config.run_name, config)
+        if changed:
+            print(f"error: {config.run_name} exists with other settings ({', '.join(changed)}); "
+                  "use another --experiment or --results_dir", file=sys.stderr)
+            return 2
     todo = [c for c in configs if states[c.run_name] in ("new", "partial")
             or (FLAGS.retry_failed and states[c.run_name] == "failed")]
     print(f"{FLAGS.experiment}: {len(configs)} runs in this shard, {len(configs) - len(todo)} already done, "

@@ -165,10 +165,12 @@ def test_w8a8_in_memory_export(test_images, tmp_path):
         model(images[start:start + 128], training=True)
     output = tmp_path / "w8a8.tflite"
     report = export.export_model(model, "qat_int8", output, eval_images=images, eval_labels=labels,
-                                 tolerance_points=3, min_agreement=0.95)
+                                 tolerance_points=3, min_agreement=0.95, strip_names=True)
     assert report["ops"] == {"ADD": 3, "CONV_2D": 9, "FULLY_CONNECTED": 1, "MEAN": 1}
-    assert report["low_bit_tensors_unpacked_to_int8"] == 0
+    assert report["low_bit_tensors_unpacked_to_int8"] == 0 and report["tensor_names_stripped"]
+    assert report["grid_check"]["passed"] and report["grid_check"]["layers"]["stem"]["storage"] == "INT8"
     _assert_all_int8(export.summarize(output.read_bytes()))
+    assert all(not t.name for t in export.read_model(output.read_bytes()).subgraphs[0].tensors)
 
 
 def test_reestimation_freezes_batchnorm_and_sets_ranges(test_images):

@@ -230,7 +230,7 @@ def zero_filters(layer) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def pruned():
-    """Pruning with the defaults (75% of filters at half the epochs) in a 4-epoch run: epochs 0-2 trained, pruned at 2."""
+    """Pruning with the defaults (75% of filters at half the epochs), 4-epoch run: epochs 0-2 trained, pruned at 2."""
     epochs, batch, n = 4, 16, 48
     config = make_config("pruning", epochs=epochs)
     steps = n // batch
@@ -357,11 +357,6 @@ def test_unstructured_pruning_reaches_the_target_sparsity(unstructured):
         assert abs(final[name] - 0.75) < 0.02, (name, final[name])  # the trained kernels themselves
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: unstructured pruning starts one step early: tfmot increments pruning_step before it checks "
-    "begin_step, so with begin_step = prune_epoch*steps_per_epoch the mask is set in the LAST batch of "
-    "epoch prune_epoch-1, and that epoch's evaluation (history row) already sees the pruned model; "
-    "structured pruning starts at on_epoch_begin(prune_epoch). Fix: begin_step = prune_epoch*steps_per_epoch + 1."))
 def test_unstructured_pruning_leaves_the_epoch_before_the_pruning_epoch_dense(unstructured):
     sparsity, _ = unstructured
     assert max(sparsity[0].values()) < 0.05, sparsity[0]
@@ -499,7 +494,7 @@ def test_best_epoch_keeper_restores_best_weights_and_resumes_its_state(tmp_path)
     resumed = BestEpochKeeper(tmp_path, monitor="val_accuracy", patience=2)
     resumed.set_model(model)
     resumed.on_train_begin()
-    assert resumed.state == {"best": 0.7, "best_epoch": 1, "wait": 2}
+    assert resumed.state == {"best": 0.7, "best_epoch": 1, "wait": 2, "last_epoch": 3}
     with pytest.raises(KeyError, match="val_accuracy"):
         resumed.on_epoch_end(4, {"accuracy": 1.0})
 

@@ -162,12 +162,6 @@ def test_second_invocation_skips_finished_runs(smoke, capsys):
     assert [line.split()[0] for line in out.splitlines() if line.startswith("  ")] == ["done", "done"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: a run is skipped by its directory name alone. run_name leaves out epochs, learning_rate, "
-    "batch_size, train_size, validation_fraction, augment...; re-running an experiment with changed "
-    "flags reports the old runs as done (and resumes partial runs from checkpoints of the old settings). "
-    "Fix: in run.main, compare each existing run's config.json with config.to_dict() and stop with "
-    "exit 2 naming the differing keys (or put a hash of the full config in the run name)."))
 def test_changed_settings_are_not_reported_as_done(smoke, capsys):
     code, out, _ = run_in_process([*smoke.base_args, "--epochs=3", "--dry_run"], capsys)
     assert code != 0 or "0 already done, 2 to run" in out, out
@@ -247,12 +241,6 @@ def test_bad_flags_stop_before_anything_is_written(bad, message, tmp_path, cifar
     assert not results_dir.exists()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: the model name and model_kwargs are not checked before training: RunConfig accepts them, the "
-    "data loads, then train() writes config.json/provenance.json and build_model raises (a traceback, "
-    "not 'error: ...' and exit 2, and files under results_dir). Fix: validate them up front, e.g. in "
-    "RunConfig.__post_init__ (model in models.MODELS, kwargs bound against the builder's signature) or "
-    "by building todo[0]'s model in run.main's pre-flight, next to prepare()."))
 @pytest.mark.parametrize("bad", [["--model=resnet21"], ["--model_kwargs=blocks_per_stag=1"]])
 def test_bad_model_flags_stop_before_anything_is_written(bad, tmp_path, cifar10_dir, capsys, monkeypatch):
     results_dir = tmp_path / "results"
@@ -272,11 +260,6 @@ def test_bad_model_flags_stop_before_anything_is_written(bad, tmp_path, cifar10_
     assert not results_dir.exists()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: a misspelled hyper-parameter inside a method's brackets is silently dropped "
-    "(methods.resolve ignores keys no method uses, which is meant for the shared --hparams), so "
-    "`quantization[weight_bit=2]` trains W4 under the default run name. Fix: in grid.expand (or "
-    "parse_methods), refuse bracket keys that are not in methods.default_hparams(method)."))
 def test_misspelled_method_hparam_is_refused(tmp_path, capsys):
     code, out, err = run_in_process([f"--flagfile={SMOKE}", f"--results_dir={tmp_path / 'r'}", "--dry_run",
                                      "--methods=quantization[weight_bit=2]"], capsys)
@@ -372,11 +355,6 @@ def test_expand_settings_of_one_method_are_separate_runs():
     assert len({c.run_name for c in configs}) == 3
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: run_name writes the noise rate with 2 decimals and expand() silently drops a config whose "
-    "run_name was already seen, so --noise_rates=0.12,0.125 runs only 0.12 (and would report it for "
-    "both). Fix: write the rate with f'{rate:g}' (or enough digits), and make expand raise when two "
-    "DIFFERENT configs (to_dict) get the same run_name instead of skipping the second."))
 def test_expand_keeps_distinct_noise_rates():
     configs = grid.expand({"experiment": "t"}, [("baseline", {})], ["symmetric"], [0.12, 0.125], [0])
     assert sorted(c.noise_rate for c in configs) == [0.12, 0.125]

@@ -140,12 +140,6 @@ def test_load_trained_model_refuses_unfinished_runs(tmp_path):
         load_trained_model(tmp_path)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: BackupAndRestore is the FIRST callback, so the epoch's checkpoint is saved before "
-    "EpochEvaluation/HistoryWriter run; a kill during the end-of-epoch evaluation (seconds on the full "
-    "test set) resumes at the next epoch and history.csv never gets that epoch's row (here: only epoch 1). "
-    "Fix: put BackupAndRestore LAST in train()'s callback list (after HistoryWriter and the recipe's "
-    "callbacks), so a checkpoint only exists for epochs whose records are written."))
 def test_kill_during_the_epoch_evaluation_loses_no_history_row(tmp_path, tiny_run_data, monkeypatch):
     config = RunConfig(**TINY, epochs=2)
     data = tiny_run_data(config)
@@ -188,11 +182,6 @@ def test_nan_loss_stops_the_run_with_a_record(tmp_path, tiny_run_data):
     assert len(results.read_history(tmp_path / results.HISTORY)) <= 1
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: on a NaN the epoch still ends, so BackupAndRestore checkpoints the diverged (NaN) weights; "
-    "`--retry_failed` (which only deletes failed.json) then resumes from them and fails again, whatever "
-    "was fixed. Fix: on failure, delete checkpoints/ (backup and best-epoch state) in train() before "
-    "raising RunFailed, so a retry starts over (or keep only a checkpoint from before the NaN)."))
 def test_retry_after_a_transient_nan_does_not_resume_from_the_diverged_weights(tmp_path, tiny_run_data,
                                                                                 monkeypatch):
     config = RunConfig(**TINY, epochs=2)

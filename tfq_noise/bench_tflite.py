@@ -311,12 +311,14 @@ def format_table(entries: list[dict], comparisons: list[dict], threads: Sequence
             row += [f"{lat['median']:.3f}", f"{lat['p90']:.3f}"]
         row += [f"{e['throughput_images_per_s'].get(str(n), float('nan')):.0f}" for n in threads]
         x = e["xnnpack"][str(threads[0])]
-        row += [f"{e[f'peak_rss_delta_mb_batch{batch}'] if f'peak_rss_delta_mb_batch{batch}' in e else e['peak_rss_delta_mb_batch1']:.1f}",
+        peak = e.get(f"peak_rss_delta_mb_batch{batch}", e["peak_rss_delta_mb_batch1"])
+        row += [f"{peak:.1f}",
                 f"{'yes' if e['xnnpack_applied'] else 'no'} {x['delegated_ops']}/{x['total_ops']}"]
         c = by_model.get(e["name"])
         if c:
             lt, st = c["latency_target"], c["size_target"]
-            row += [f"{lt['ratio']:.2f}{' ok' if lt['met'] else ' MISS'}", f"{st['ratio']:.3f}{' ok' if st['met'] else ' MISS'}"]
+            row += [f"{lt['ratio']:.2f}{' ok' if lt['met'] else ' MISS'}",
+                    f"{st['ratio']:.4f}{' ok' if st['met'] else ' MISS'}"]
         else:
             row += ["ref", "ref"]
         rows.append(row)
@@ -350,7 +352,8 @@ def benchmark(models: Sequence[str | Path], threads: Sequence[int] = (1, 2), war
         "settings": {"threads": list(threads), "warmup_runs": warmup_runs, "runs": runs, "batch": batch,
                      "batch_runs": batch_runs, "rounds": rounds,
                      "delegates": "LiteRT defaults (XNNPACK on CPU)",
-                     "memory": "VmHWM (reset before loading) minus VmRSS before loading the model, fresh subprocess per model"},
+                     "memory": "VmHWM (reset before loading) minus VmRSS before loading the model, "
+                               "fresh subprocess per model"},
         "targets": {"int8_latency_ratio_1_thread_max": LATENCY_TARGET, "int8_size_ratio_max": SIZE_TARGET},
         "models": entries,
         "comparisons": comparisons,
@@ -391,7 +394,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         lt, st = c["latency_target"], c["size_target"]
         print(f"{c['model']} vs {c['reference']} ({c['reference_chosen_by']}): latency {lt['ratio']:.3f}x at "
               f"{lt['threads']} thread (target <= {LATENCY_TARGET}: {'met' if lt['met'] else 'NOT met'}), "
-              f"size {st['ratio']:.3f}x (target <= {SIZE_TARGET}: {'met' if st['met'] else 'NOT met'})")
+              f"size {st['ratio']:.4f}x (target <= {SIZE_TARGET}: {'met' if st['met'] else 'NOT met'})")
     print(f"wrote {output}")
     return 0
 

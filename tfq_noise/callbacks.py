@@ -97,6 +97,10 @@ class BestEpochKeeper(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if epoch < self.start_epoch:
             return
+        if epoch <= self.state.get("last_epoch", -1):
+            # Redone after a restart that lost the backup of this epoch: don't count it twice.
+            self.state["wait"] = max(0, self.state["wait"] - 1)
+        self.state["last_epoch"] = epoch
         value = (logs or {}).get(self.monitor)
         if value is None:
             raise KeyError(f"early stopping monitors {self.monitor!r}, which this epoch's logs lack")

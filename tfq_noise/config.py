@@ -14,6 +14,8 @@ VALIDATION_LABELS = ("noisy", "clean")
 # Noise that comes with the data (human annotators), so it has no rate.
 RATELESS_NOISE_TYPES = tuple(cifar10n.NOISE_TYPES) + ("annotators", "original")
 STRATEGIES = ("default", "mirrored", "one_device")
+# mixed_bfloat16 computes in bfloat16 (fast on CPUs with AVX512-BF16), keeps float32 weights.
+PRECISIONS = ("float32", "mixed_bfloat16")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,11 +43,13 @@ class RunConfig:
     jit_compile: bool = False
     deterministic: bool = False
     strategy: str = "default"
+    precision: str = "float32"
 
     def __post_init__(self):
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", self.experiment):
             raise ValueError(f"experiment name {self.experiment!r} may only hold letters, digits, '_', '.', '-'")
         methods.resolve(self.method, self.hparams)  # raises on a bad method or hyper-parameter
+        check_model_arguments(self.model, self.model_kwargs)
         if not 0.0 <= self.noise_rate <= 1.0:
             raise ValueError(f"noise_rate must be in [0, 1], got {self.noise_rate}")
         for key, low in (("epochs", 1), ("batch_size", 1), ("train_size", 0), ("eval_train_size", 0)):
@@ -58,6 +62,8 @@ class RunConfig:
             raise ValueError(f"validation_fraction must be in [0, 1), got {self.validation_fraction}")
         if self.validation_labels not in VALIDATION_LABELS:
             raise ValueError(f"validation_labels must be one of {VALIDATION_LABELS}, got {self.validation_labels!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
         if self.validation_fraction == 0 and methods.resolve(self.method, self.hparams).selects_best_epoch():
@@ -82,10 +88,12 @@ class RunConfig:
         model = "" if not self.model_kwargs else "_" + "_".join(
             f"{k}-{_short(v)}" for k, v in sorted(self.model_kwargs.items()))
         # Human label noise (CIFAR-10N) has no rate to name.
-        noise = self.noise_type if self.noise_type in RATELESS_NOISE_TYPES else f"{self.noise_type}-{self.noise_rate:.2f}"
+        rate = f"{self.noise_rate:.2f}" if round(self.noise_rate, 2) == self.noise_rate else f"{self.noise_rate:g}"
+        noise = self.noise_type if self.noise_type in RATELESS_NOISE_TYPES else f"{self.noise_type}-{rate}"
         data = "" if not self.dataset_kwargs else "_" + "_".join(
             f"{k}-{_short(v)}" for k, v in sorted(self.dataset_kwargs.items()))
-        return f"{noise}{data}__{method}{model}__seed{self.seed}"
+        precision = "" if self.precision == "float32" else f"_{self.precision}"
+        return f"{noise}{data}__{method}{model}{precision}__seed{self.seed}"
 
     def to_dict(self) -> dict:
         out = dataclasses.asdict(self)
@@ -95,10 +103,27 @@ class RunConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "RunConfig":
         names = {f.name for f in dataclasses.fields(cls)}
+        data = dict(data)
+        data.setdefault("precision", "float32")  # runs written before the field existed
         unknown = set(data) - names
         if unknown:
             raise ValueError(f"unknown run config keys: {sorted(unknown)}")
         return cls(**data)
+
+
+def check_model_arguments(model: str, model_kwargs: Mapping[str, Any]) -> None:
+    """Raises ValueError for an unknown model or an argument its builder does not take."""
+    import inspect
+
+    from tfq_noise.models import MODELS
+
+    if model not in MODELS:
+        raise ValueError(f"unknown model {model!r}; choose one of {sorted(MODELS)}")
+    # num_classes and input_shape come from the data, the rest may come from the methods.
+    try:
+        inspect.signature(MODELS[model]).bind_partial(**dict(model_kwargs))
+    except TypeError as error:
+        raise ValueError(f"model {model!r}: bad model_kwargs {dict(model_kwargs)}: {error}") from None
 
 
 def _short(value) -> str:

@@ -42,6 +42,10 @@ rewrites these tensors as ``INT8`` holding the very same integers (-7..7 for
 large as a W8 model's. ``--weight_storage=int4`` keeps the converter's packed
 int4 tensors (about 0.16x the float file for ResNet20).
 
+``--strip_names`` empties the tensor names (debug strings, as LiteRT's
+``strip_strings`` tool does; 4-7 KB for ResNet20). Off by default; compare
+files stripped alike (strip the float32 export too).
+
 Verification (any failure raises :class:`ExportError` and leaves no file:
 the model is written to a temporary file, verified, then renamed):
 
@@ -261,6 +265,15 @@ def unpack_low_bit_weights(tflite: bytes) -> tuple[bytes, int]:
     return write_model(model_t), rewritten
 
 
+def strip_tensor_names(tflite: bytes) -> bytes:
+    """Empties every tensor name (debug strings only; as LiteRT's strip_strings tool does)."""
+    model_t = read_model(tflite)
+    for subgraph in model_t.subgraphs:
+        for tensor in subgraph.tensors:
+            tensor.name = b""
+    return write_model(model_t)
+
+
 # ----------------------------------------------------------------------------- inspection
 
 
@@ -317,9 +330,8 @@ def summarize(tflite: bytes) -> TfliteSummary:
         if len(indices) != 1:
             raise ExportError(f"expected one model input and one output, found {len(indices)}")
         tensor = tensors[indices[0]]
-        return {"type": _tensor_type_name(tensor.type),
-                "shape": [int(d) for d in (tensor.shapeSignature if tensor.shapeSignature is not None else tensor.shape)],
-                **_quant_params(tensor)}
+        shape = tensor.shapeSignature if tensor.shapeSignature is not None else tensor.shape
+        return {"type": _tensor_type_name(tensor.type), "shape": [int(d) for d in shape], **_quant_params(tensor)}
 
     return TfliteSummary(ops, dict(sorted(counts.items())), io(graph.inputs), io(graph.outputs), storage)
 
@@ -363,7 +375,7 @@ def weight_grid(tflite: bytes, low_bit_layers: Mapping[str, int], layer_names: I
     model_t = read_model(tflite)
     graph = model_t.subgraphs[0]
     layers, problems, found = {}, [], set()
-    for operator in graph.operators:
+    for index, operator in enumerate(graph.operators):
         name = _op_name(model_t, operator)
         if name not in INTEGER_KERNEL_OPS:
             continue
@@ -375,7 +387,7 @@ def weight_grid(tflite: bytes, low_bit_layers: Mapping[str, int], layer_names: I
         axis = 3 if name == "DEPTHWISE_CONV_2D" else 0
         per_channel = np.moveaxis(values, axis, 0).reshape(values.shape[axis], -1)
         distinct = [len(np.unique(row)) for row in per_channel]
-        layer = _weight_layer(weight_name, names) or weight_name.split(";")[0]
+        layer = _weight_layer(weight_name, names) or weight_name.split(";")[0] or f"{name}#{index}"
         bits = low_bit_layers.get(layer)
         entry = {
             "op": name,
@@ -493,6 +505,11 @@ def freeze_for_range_estimation(model) -> None:
             layer.rate = 0.0
 
 
+def _batchnorm_statistics(model) -> list:
+    return [v for layer in _all_layers(model) if isinstance(layer, keras.layers.BatchNormalization)
+            for v in (layer.moving_mean, layer.moving_variance)]
+
+
 def reestimate_activation_ranges(model, images: np.ndarray, batch_size: int, max_batches: int) -> dict:
     """Sets every activation range to the mean over batches of the batch ``max|X|`` (see module doc).
 
@@ -505,8 +522,7 @@ def reestimate_activation_ranges(model, images: np.ndarray, batch_size: int, max
     if not variables:
         raise ExportError("the model has no activation range variables (*_range_ema) to re-estimate")
     freeze_for_range_estimation(model)
-    bn_before = [v.numpy().copy() for layer in _all_layers(model)
-                 if isinstance(layer, keras.layers.BatchNormalization) for v in (layer.moving_mean, layer.moving_variance)]
+    bn_before = [v.numpy().copy() for v in _batchnorm_statistics(model)]
     n_batches = max(1, min(max_batches, len(images) // batch_size))
     forward = tf.function(lambda x: model(x, training=True))
     sums = np.zeros(len(variables), np.float64)
@@ -519,8 +535,7 @@ def reestimate_activation_ranges(model, images: np.ndarray, batch_size: int, max
     means = sums / n_batches
     for v, value in zip(variables, means):
         v.assign(value)
-    bn_after = [v.numpy() for layer in _all_layers(model)
-                if isinstance(layer, keras.layers.BatchNormalization) for v in (layer.moving_mean, layer.moving_variance)]
+    bn_after = [v.numpy() for v in _batchnorm_statistics(model)]
     if any(not np.array_equal(a, b) for a, b in zip(bn_before, bn_after)):
         raise ExportError("BatchNorm moving statistics changed during range re-estimation")
     return {"batches": int(n_batches), "batch_size": int(len(images[:batch_size])),
@@ -622,6 +637,7 @@ def export_model(
     calibration_images: np.ndarray | None = None,
     low_bit_layers: Mapping[str, int] | None = None,
     weight_storage: str = "int8",
+    strip_names: bool = False,
     tolerance_points: float = DEFAULT_TOLERANCE_POINTS,
     min_agreement: float | None = None,
     reference_logits: np.ndarray | None = None,
@@ -664,6 +680,11 @@ def export_model(
     unpacked = 0
     if kind in INT8_KINDS and weight_storage == "int8":
         tflite, unpacked = unpack_low_bit_weights(tflite)
+    # The grid check maps kernels to layers by tensor name: run it before names are stripped
+    # (stripping changes nothing else).
+    grid = weight_grid(tflite, low_bit_layers, kernel_layer_names(model)) if kind in INT8_KINDS else None
+    if strip_names:
+        tflite = strip_tensor_names(tflite)
 
     fd, tmp_name = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp")
     tmp = Path(tmp_name)
@@ -679,7 +700,6 @@ def export_model(
             problems += integer_problems(summary, allowed)
         elif summary.input["type"] != "FLOAT32" or summary.output["type"] != "FLOAT32":
             problems.append(f"float32 export has {summary.input['type']} input / {summary.output['type']} output")
-        grid = weight_grid(tflite, low_bit_layers, kernel_layer_names(model)) if kind in INT8_KINDS else None
         if grid is not None and not grid["passed"]:
             problems += grid["problems"]
         if problems:
@@ -717,6 +737,7 @@ def export_model(
             "output": str(output),
             "weight_storage": weight_storage if kind in INT8_KINDS else None,
             "low_bit_tensors_unpacked_to_int8": unpacked,
+            "tensor_names_stripped": bool(strip_names),
             "size_bytes": len(tflite),
             "eval_images": int(len(eval_labels)),
             "keras_accuracy": keras_acc,
@@ -780,6 +801,7 @@ def export_run(
     kind: str = "auto",
     *,
     weight_storage: str = "int8",
+    strip_names: bool = False,
     eval_images: int = 0,
     tolerance_points: float = DEFAULT_TOLERANCE_POINTS,
     min_agreement: float | None = None,
@@ -878,7 +900,8 @@ def export_run(
     print_fn(f"exporting {run_dir} as {kind} to {output}")
     return export_model(
         model, kind, output, eval_images=x_test, eval_labels=test_labels, calibration_images=calibration,
-        low_bit_layers=low_bits, weight_storage=weight_storage, tolerance_points=tolerance_points,
+        low_bit_layers=low_bits, weight_storage=weight_storage, strip_names=strip_names,
+        tolerance_points=tolerance_points,
         min_agreement=min_agreement, reference_logits=reference_logits, report=report,
     )
 
@@ -893,6 +916,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="the .tflite to write (default tflite_models/<experiment>__<run>__<kind>.tflite)")
     p.add_argument("--kind", default="auto", help=f"one of {', '.join(KINDS)}")
     p.add_argument("--weight_storage", default="int8", help="low-bit weights as int8 (XNNPACK) or packed int4")
+    p.add_argument("--strip_names", action="store_true",
+                   help="empty the tensor names (debug strings) to save a few KB; off by default")
     p.add_argument("--eval_images", type=int, default=0, help="first N test images to verify on (0: all)")
     p.add_argument("--tolerance_points", type=float, default=DEFAULT_TOLERANCE_POINTS,
                    help="largest |LiteRT - Keras| test accuracy difference, in percentage points")
@@ -911,7 +936,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         result = export_run(
-            args.run_dir, args.output, args.kind, weight_storage=args.weight_storage,
+            args.run_dir, args.output, args.kind, weight_storage=args.weight_storage, strip_names=args.strip_names,
             eval_images=args.eval_images, tolerance_points=args.tolerance_points,
             min_agreement=args.min_agreement, ptq_images=args.ptq_images, range_batches=args.range_batches,
             paths=DataPaths(cifar10_dir=args.cifar10_dir),

@@ -49,12 +49,20 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
 
 
 def build_run_model(config: RunConfig, input_shape, num_outputs: int, steps_per_epoch: int = 1):
-    """The model a run trains: the architecture with the recipe's changes (dropout, L2, quantization...)."""
+    """The model a run trains: the architecture with the recipe's changes (dropout, L2, quantization...).
+
+    Built under the run's precision policy; the policy is restored afterwards.
+    """
     recipe = config.recipe
     kwargs = {**dict(config.model_kwargs), **recipe.model_kwargs()}
-    model = build_model(config.model, num_classes=num_outputs, input_shape=tuple(input_shape), **kwargs)
-    context = TrainContext(config.epochs, steps_per_epoch, Path("."), "")
-    return recipe.transform_model(model, context)
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(config.precision)
+    try:
+        model = build_model(config.model, num_classes=num_outputs, input_shape=tuple(input_shape), **kwargs)
+        context = TrainContext(config.epochs, steps_per_epoch, Path("."), "")
+        return recipe.transform_model(model, context)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
 
 
 def _summary(config: RunConfig, history: list[dict], final_eval: dict, task, wall_seconds: float,
@@ -131,19 +139,21 @@ def train(config: RunConfig, run_dir: str | Path, paths: DataPaths | None = None
                             sample_weights=data.train_weights)
     nan_guard = NanGuard()
     callbacks = [
-        keras.callbacks.BackupAndRestore(str(checkpoint_dir / "backup"), delete_checkpoint=False),
         EpochEvaluation(data, eval_train_size=config.eval_train_size),
         *recipe.callbacks(context),
         nan_guard,
         HistoryWriter(run_dir / results.HISTORY),
         keras.callbacks.TensorBoard(str(checkpoint_dir / "tensorboard"), write_graph=False, profile_batch=0),
         ProgressPrinter(config.run_name, config.epochs, print_fn),
+        # Last: an epoch is backed up only once its evaluation and history row are written.
+        keras.callbacks.BackupAndRestore(str(checkpoint_dir / "backup"), delete_checkpoint=False),
     ]
     model.fit(train_ds, epochs=config.epochs, callbacks=callbacks, verbose=verbose)
 
     if nan_guard.failure is not None:
         failure = {**nan_guard.failure, "run": config.run_name, "config": config.to_dict()}
         results.write_json(run_dir / results.FAILED, failure)
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)  # a retry must not resume from diverged weights
         raise RunFailed(f"{config.run_name}: {failure['reason']} at epoch {failure['epoch'] + 1}")
 
     history = results.read_history(run_dir / results.HISTORY)

@@ -121,7 +121,8 @@ class Pruning(Method):
         if hp["prune_structure"] != "unstructured":
             return model
         schedule = tfmot.sparsity.keras.ConstantSparsity(
-            float(hp["prune_ratio"]), begin_step=self.prune_epoch(hp, context.epochs) * context.steps_per_epoch,
+            # tfmot counts the step before comparing it with begin_step: +1 starts at the epoch's first step.
+            float(hp["prune_ratio"]), begin_step=self.prune_epoch(hp, context.epochs) * context.steps_per_epoch + 1,
             frequency=max(1, context.steps_per_epoch // 4),
         )
         return tfmot.sparsity.keras.prune_low_magnitude(model, pruning_schedule=schedule)

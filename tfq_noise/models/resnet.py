@@ -76,7 +76,9 @@ def resnet20(
         x = dropout(x, "stages", f"s{stage + 1}_dropout")
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     x = dropout(x, "head", "head_dropout")
+    # float32 logits: under mixed precision the loss should not be computed in bfloat16.
     logits = keras.layers.Dense(
-        num_classes, kernel_initializer="he_normal", kernel_regularizer=_regularizer(l2), name="logits"
+        num_classes, kernel_initializer="he_normal", kernel_regularizer=_regularizer(l2), name="logits",
+        dtype="float32",
     )(x)
     return keras.Model(inputs, logits, name="resnet20")

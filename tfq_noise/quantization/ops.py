@@ -51,7 +51,8 @@ def per_tensor_scale(x: tf.Tensor) -> tf.Tensor:
 def _fake_quant_op(x, scale, bits: int, per_channel: bool):
     if x.dtype != tf.float32:  # the FakeQuant kernels take float32 only (bfloat16 under mixed precision)
         return tf.cast(_fake_quant_op(tf.cast(x, tf.float32), tf.cast(scale, tf.float32), bits, per_channel), x.dtype)
-    scale = tf.maximum(tf.stop_gradient(scale), _TINY_SCALE)
+    # The range may be read as bfloat16 (an auto-cast variable under mixed precision).
+    scale = tf.maximum(tf.stop_gradient(tf.cast(scale, tf.float32)), _TINY_SCALE)
     if per_channel:
         return tf.quantization.fake_quant_with_min_max_vars_per_channel(
             x, -scale, scale, num_bits=bits, narrow_range=True
