@@ -777,6 +777,23 @@ def _strip_pruning(model):
     return model
 
 
+def _float32_config(config):
+    """The run's config built in float32: a mixed-precision run's variables are float32 already,
+    and a bfloat16 graph is not what the TFLite models should compute."""
+    if getattr(config, "precision", "float32") != "float32":
+        return dataclasses.replace(config, precision="float32")
+    return config
+
+
+def load_model_float32(run_dir: Path, config, final):
+    """The run's model (``build_run_model``) in float32, with its final weights."""
+    from tfq_noise.train import build_run_model
+
+    model = build_run_model(_float32_config(config), final["input_shape"], final["num_outputs"])
+    model.load_weights(Path(run_dir) / results.WEIGHTS)
+    return model
+
+
 def resolve_kind(kind: str, qat: bool, method: str) -> str:
     if kind not in KINDS:
         raise ExportError(f"unknown export kind {kind!r}; choose one of {list(KINDS)}")
@@ -813,7 +830,6 @@ def export_run(
     """Exports a finished run (see the module docstring); returns the JSON report."""
     from tfq_noise.config import RunConfig
     from tfq_noise.datasets import prepare
-    from tfq_noise.train import load_trained_model
 
     run_dir = Path(run_dir)
     if kind not in KINDS:
@@ -842,11 +858,13 @@ def export_run(
     x_test = normalize_images(test_images, normalization)
     rng = np.random.default_rng(config.seed)
 
-    model, _, _ = load_trained_model(run_dir)
-    model = _strip_pruning(model)
+    trained_precision = getattr(config, "precision", "float32")
+    config = _float32_config(config)
+    model = _strip_pruning(load_model_float32(run_dir, config, final))
     source = {"run_dir": str(run_dir), "experiment": final.get("experiment"), "run": final.get("run"),
               "method": config.method, "hparams": config.resolved_hparams, "model": config.model,
-              "model_kwargs": dict(config.model_kwargs), "run_test_accuracy": final.get("test_accuracy"),
+              "model_kwargs": dict(config.model_kwargs), "precision_trained": trained_precision,
+              "run_test_accuracy": final.get("test_accuracy"),
               "normalization": normalization}
     report: dict[str, Any] = {"source": source}
     output = Path(output) if output else default_output(run_dir, kind)

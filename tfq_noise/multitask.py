@@ -189,15 +189,7 @@ class LazyImages:
         del cache  # a BP4D training set does not fit in memory
         labels = np.asarray(labels)
         n = len(self)
-        if n == 0:
-            raise ValueError("no images")
-        if len(labels) != n or labels.ndim not in (1, 2):
-            raise ValueError(f"labels must be [N] or [N, K] with N={n}, got {labels.shape}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-        if augment and not training:
-            raise ValueError("augment=True needs training=True: evaluation data is never augmented")
-        pipeline.validate_stats(mean, std, self.channels)
+        pipeline.check_dataset_arguments(n, self.channels, labels, batch_size, training, augment, mean, std)
         labels = labels.astype(np.int64) if np.issubdtype(labels.dtype, np.integer) else labels.astype(np.float32)
         tensors: tuple = (self.paths, labels)
         if sample_weights is not None:

@@ -25,6 +25,21 @@ def smoothed_sparse_categorical_crossentropy(num_classes: int, label_smoothing: 
     return loss
 
 
+def memorization_metrics(predicted, noisy_labels, clean_labels, corrupted) -> dict:
+    """Accuracy on the noisy and clean training labels; for the corrupted entries, the share
+    predicted as their wrong label (``memorized``) and as their true label (``corrected``)."""
+    predicted, noisy, clean = np.asarray(predicted), np.asarray(noisy_labels), np.asarray(clean_labels)
+    corrupted = np.asarray(corrupted, bool)
+    out = {
+        "train_noisy_accuracy": float(np.mean(predicted == noisy)),
+        "train_clean_accuracy": float(np.mean(predicted == clean)),
+    }
+    if corrupted.any():
+        out["memorized"] = float(np.mean(predicted[corrupted] == noisy[corrupted]))
+        out["corrected"] = float(np.mean(predicted[corrupted] == clean[corrupted]))
+    return out
+
+
 def f1_scores(y_true: np.ndarray, y_pred: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
     """Per-column binary F1 = 2TP / (2TP + FP + FN); entries with mask 0 are ignored; 0 when undefined."""
     y_true, y_pred = np.asarray(y_true).astype(bool), np.asarray(y_pred).astype(bool)
@@ -67,17 +82,7 @@ class ClassificationTask:
                 f"{prefix}loss": float(-np.mean(log_probs[np.arange(len(labels)), labels]))}
 
     def memorization(self, logits, noisy_labels, clean_labels, corrupted) -> dict:
-        """Accuracy on the noisy training labels, and what happens to the corrupted examples."""
-        predicted = self.predict_labels(logits)
-        corrupted = np.asarray(corrupted, bool)
-        out = {
-            "train_noisy_accuracy": float(np.mean(predicted == noisy_labels)),
-            "train_clean_accuracy": float(np.mean(predicted == clean_labels)),
-        }
-        if corrupted.any():
-            out["memorized"] = float(np.mean(predicted[corrupted] == noisy_labels[corrupted]))
-            out["corrected"] = float(np.mean(predicted[corrupted] == clean_labels[corrupted]))
-        return out
+        return memorization_metrics(self.predict_labels(logits), noisy_labels, clean_labels, corrupted)
 
 
 class MultiLabelTask:
@@ -118,14 +123,5 @@ class MultiLabelTask:
         return out
 
     def memorization(self, logits, noisy_labels, clean_labels, corrupted) -> dict:
-        predicted = self.predict_labels(logits)
-        noisy, clean = np.asarray(noisy_labels).astype(bool), np.asarray(clean_labels).astype(bool)
-        corrupted = np.asarray(corrupted, bool)
-        out = {
-            "train_noisy_accuracy": float(np.mean(predicted == noisy)),
-            "train_clean_accuracy": float(np.mean(predicted == clean)),
-        }
-        if corrupted.any():
-            out["memorized"] = float(np.mean(predicted[corrupted] == noisy[corrupted]))
-            out["corrected"] = float(np.mean(predicted[corrupted] == clean[corrupted]))
-        return out
+        return memorization_metrics(self.predict_labels(logits), np.asarray(noisy_labels).astype(bool),
+                                    np.asarray(clean_labels).astype(bool), corrupted)

@@ -99,6 +99,20 @@ def random_crop_and_flip(images: tf.Tensor, seed: tf.Tensor, padding: int = AUGM
     return tf.gather(cropped, cols, axis=2, batch_dims=1)
 
 
+def check_dataset_arguments(n: int, channels: int, labels: np.ndarray, batch_size, training: bool, augment: bool,
+                            mean, std) -> None:
+    """Raises ValueError for arguments of :func:`make_dataset` that do not fit ``n`` images."""
+    if n == 0:
+        raise ValueError("images is empty")
+    if len(labels) != n or labels.ndim not in (1, 2):
+        raise ValueError(f"labels must be [N] or [N, K] with N={n}, got {labels.shape}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    if augment and not training:
+        raise ValueError("augment=True needs training=True: evaluation data is never augmented")
+    validate_stats(mean, std, channels)
+
+
 def make_dataset(
     images: np.ndarray,
     labels: np.ndarray,
@@ -142,15 +156,7 @@ def make_dataset(
     if images.ndim != 4 or images.dtype != np.uint8:
         raise ValueError(f"images must be uint8 [N, H, W, C], got {images.dtype} {images.shape}")
     n = len(images)
-    if n == 0:
-        raise ValueError("images is empty")
-    if len(labels) != n or labels.ndim not in (1, 2):
-        raise ValueError(f"labels must be [N] or [N, K] with N={n}, got {labels.shape}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    if augment and not training:
-        raise ValueError("augment=True needs training=True: evaluation data is never augmented")
-    validate_stats(mean, std, images.shape[-1])
+    check_dataset_arguments(n, images.shape[-1], labels, batch_size, training, augment, mean, std)
     if np.issubdtype(labels.dtype, np.integer):
         labels = labels.astype(np.int64)
     elif np.issubdtype(labels.dtype, np.floating) or labels.dtype == bool:

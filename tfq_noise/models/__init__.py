@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Callable
 
 from tfq_noise.models.multitask import multitask_inception_v3, multitask_model, multitask_small_cnn
-from tfq_noise.models.resnet import DROPOUT_POSITIONS, resnet20
+from tfq_noise.models.common import DROPOUT_POSITIONS
+from tfq_noise.models.resnet import resnet20
 
 MODELS: dict[str, Callable] = {
     "resnet20": resnet20,

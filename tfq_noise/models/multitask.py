@@ -41,8 +41,8 @@ from typing import Mapping, Sequence
 
 from tfq_noise import keras
 from tfq_noise.data import bp4d, ferplus
-
-DROPOUT_POSITIONS = ("head", "stages", "blocks")
+from tfq_noise.models.common import DROPOUT_POSITIONS, check_regularization
+from tfq_noise.models.common import kernel_regularizer as _regularizer
 
 TASK_SETS: dict[str, tuple[str, ...]] = {
     "ferplus": tuple(ferplus.EMOTIONS),
@@ -105,17 +105,6 @@ def head_layer_bits(bits_by_task: Mapping[str, Sequence[int]], layer: str = "den
 # ----------------------------------------------------------------- backbones
 
 
-def _regularizer(l2: float):
-    return keras.regularizers.L2(l2) if l2 > 0 else None
-
-
-def _check_common(dropout_rate: float, dropout_position: str, l2: float) -> None:
-    if not 0.0 <= dropout_rate < 1.0:
-        raise ValueError(f"dropout_rate must be in [0, 1), got {dropout_rate}")
-    if dropout_position not in DROPOUT_POSITIONS:
-        raise ValueError(f"dropout_position must be one of {DROPOUT_POSITIONS}, got {dropout_position!r}")
-    if l2 < 0:
-        raise ValueError(f"l2 must be >= 0, got {l2}")
 
 
 def small_cnn_backbone(inputs, *, width: int = 16, dropout_rate: float = 0.0, dropout_position: str = "head",
@@ -203,7 +192,7 @@ def multitask_model(
     """
     if backbone not in BACKBONES:
         raise ValueError(f"unknown backbone {backbone!r}; choose one of {sorted(BACKBONES)}")
-    _check_common(dropout_rate, dropout_position, l2)
+    check_regularization(dropout_rate, dropout_position, l2)
     if isinstance(head_units, bool) or int(head_units) != head_units or head_units < 0:
         raise ValueError(f"head_units must be an int >= 0, got {head_units!r}")
     names = task_names(num_classes, tasks)

@@ -9,12 +9,8 @@ neither tfmot nor the TFLite converter quantizes. It adds 2,848 weights to the
 from __future__ import annotations
 
 from tfq_noise import keras
-
-DROPOUT_POSITIONS = ("head", "stages", "blocks")
-
-
-def _regularizer(l2: float):
-    return keras.regularizers.L2(l2) if l2 > 0 else None
+from tfq_noise.models.common import DROPOUT_POSITIONS, check_regularization
+from tfq_noise.models.common import kernel_regularizer as _regularizer
 
 
 def _conv_bn(x, filters, kernel_size, strides, name, batchnorm, l2):
@@ -44,12 +40,7 @@ def resnet20(
     each stage) or ``blocks`` (after each residual block). ``l2``: an L2
     penalty on every kernel (coupled weight decay).
     """
-    if not 0.0 <= dropout_rate < 1.0:
-        raise ValueError(f"dropout_rate must be in [0, 1), got {dropout_rate}")
-    if dropout_position not in DROPOUT_POSITIONS:
-        raise ValueError(f"dropout_position must be one of {DROPOUT_POSITIONS}, got {dropout_position!r}")
-    if l2 < 0:
-        raise ValueError(f"l2 must be >= 0, got {l2}")
+    check_regularization(dropout_rate, dropout_position, l2)
 
     def dropout(x, position, name):
         if dropout_rate > 0 and position == dropout_position:
