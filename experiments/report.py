@@ -123,13 +123,18 @@ def plot_loss_curves(grouped, histories, rate, path: Path) -> bool:
     if rate is None or not pairs:
         return False
     fig, ax = plt.subplots(figsize=(7, 4.5))
+    later = []  # values after the first epoch, whose test loss can be off the chart
     for label, color in pairs:
         for run in grouped[label].get(rate, [])[:1]:
             h = histories[run["run_dir"]]
             epochs = [r["epoch"] + 1 for r in h]
             ax.plot(epochs, [r["loss"] for r in h], color=color, linestyle="--", label=f"{label}: train (noisy)")
+            later += [r["loss"] for r in h[1:]]
             if all("test_loss" in r for r in h):
                 ax.plot(epochs, [r["test_loss"] for r in h], color=color, label=f"{label}: test (clean)")
+                later += [r["test_loss"] for r in h[1:]]
+    if later:
+        ax.set_ylim(0, 1.15 * max(later))
     ax.set_xlabel("epoch")
     ax.set_ylabel("cross-entropy")
     ax.set_title(f"Training and test loss, s = {rate:.0%}")
