@@ -103,6 +103,7 @@ def plot_accuracy_vs_noise(grouped, path: Path) -> bool:
             ax.set_xlabel("training labels re-drawn at random, s (%)")
             ax.grid(alpha=0.3)
     axes[1, 0].legend(fontsize=8, loc="lower left")
+    fig.subplots_adjust(hspace=0.35)
     _png(fig, path)
     return True
 
