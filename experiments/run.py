@@ -175,7 +175,7 @@ def main(argv):
     if todo:
         try:  # find the data before anything is trained or written
             prepare(todo[0], paths)
-        except (OSError, ValueError) as error:
+        except (OSError, ValueError, RuntimeError) as error:  # RuntimeError: TFDS could not download
             print(f"error: cannot load the data for {todo[0].run_name}: {error}", file=sys.stderr)
             return 2
     failures = 0
