@@ -40,6 +40,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfq_noise import keras
+from tfq_noise import results as results_schema
 from tfq_noise.models import resnet20
 from tfq_noise.quantization import quantize_model
 
@@ -151,17 +152,6 @@ def describe_error(error: Exception) -> str:
     return (text if text.startswith(prefix) else prefix + text)[:400]
 
 
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def main(argv) -> None:
     del argv
     # Must come before TensorFlow runs its first op.
@@ -207,7 +197,7 @@ def main(argv) -> None:
     float_rate, float_cpu = medians.get("float"), cpu_medians.get("float")
     results = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"cpu": cpu_model(), "platform": platform.platform(), "python": platform.python_version()},
+        "machine": {"cpu": results_schema.cpu_model(), "platform": platform.platform(), "python": platform.python_version()},
         "tensorflow": tf.__version__,
         "flags": {
             name: FLAGS[name].value

@@ -136,6 +136,18 @@ def _git_commit() -> str | None:
         return None
 
 
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else what ``platform`` knows."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
 def provenance(data_info: Mapping[str, Any] | None = None) -> dict:
     """Where a result came from: code, packages, machine, data."""
     from importlib import metadata
@@ -147,16 +159,10 @@ def provenance(data_info: Mapping[str, Any] | None = None) -> dict:
             packages[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             packages[name] = None
-    cpu = platform.processor() or ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    except OSError:
-        pass
     return {
         "git_commit": _git_commit(),
         "packages": packages,
         "python": platform.python_version(),
-        "machine": {"platform": platform.platform(), "cpu": cpu, "cpu_count": os.cpu_count()},
+        "machine": {"platform": platform.platform(), "cpu": cpu_model(), "cpu_count": os.cpu_count()},
         "data": dict(data_info or {}),
     }
