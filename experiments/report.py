@@ -33,6 +33,13 @@ from tfq_noise import methods, results  # noqa: E402
 
 HUMAN_NOISE = ("aggre", "random1", "random2", "random3", "worst")
 METRICS = (("test_accuracy_last5", "mean of last 5 epochs"), ("test_accuracy", "last epoch"))
+# The paper's Fig. 2 (ResNet20, CIFAR-10, 50k images, 200 epochs), read off the plot: s → clean test
+# accuracy in % of (baseline, quantization W4/A4). Shown beside symmetric-noise CIFAR-10 results.
+PAPER_FIG2 = {0.0: (90.0, 91.0), 0.2: (83.0, 86.0), 0.4: (77.0, 82.0), 0.6: (62.0, 74.0), 0.8: (38.0, 58.0)}
+
+
+def _compares_with_paper(finals) -> bool:
+    return bool(finals) and all(f["dataset"] == "cifar10" and f["noise_type"] == "symmetric" for f in finals)
 
 
 def variant_label(final: dict) -> str:
@@ -76,12 +83,12 @@ def _is_default_variant(label: str) -> bool:
     return "(" not in label and "W8/A8" not in label and "W2/" not in label and "W3/" not in label
 
 
-def plot_accuracy_vs_noise(grouped, path: Path) -> bool:
+def plot_accuracy_vs_noise(grouped, path: Path, paper_reference: bool = False) -> bool:
     baseline = grouped.get("baseline")
     labels = sorted(grouped, key=lambda l: (l != "baseline", l))
     if not labels:
         return False
-    fig, axes = plt.subplots(2, len(METRICS), figsize=(6.5 * len(METRICS), 8), squeeze=False)
+    fig, axes = plt.subplots(2, len(METRICS), figsize=(6.5 * len(METRICS), 8), squeeze=False, sharex=True)
     for col, (key, title) in enumerate(METRICS):
         for label in labels:
             rates = sorted(grouped[label])
@@ -95,14 +102,22 @@ def plot_accuracy_vs_noise(grouped, path: Path) -> bool:
                 axes[0, col].plot(np.array(shared) * 100, gains, marker="o", label=label,
                                   linewidth=style["linewidth"])
         axes[0, col].axhline(0, color="gray", linewidth=0.8)
+        if paper_reference:
+            rates = sorted(PAPER_FIG2)
+            axes[0, col].plot(np.array(rates) * 100, [PAPER_FIG2[r][1] - PAPER_FIG2[r][0] for r in rates],
+                              color="black", linestyle=":", marker="x",
+                              label="paper Fig. 2: quantization W4/A4 (read off, 200 epochs)")
         axes[0, col].set_title(f"Gain over baseline ({title})")
         axes[0, col].set_ylabel("accuracy gain (points)")
         axes[1, col].set_title(f"Clean test accuracy ({title})")
         axes[1, col].set_ylabel("test accuracy (%)")
         for ax in axes[:, col]:
+            ax.xaxis.set_tick_params(labelbottom=True)
             ax.set_xlabel("training labels re-drawn at random, s (%)")
             ax.grid(alpha=0.3)
     axes[1, 0].legend(fontsize=8, loc="lower left")
+    if paper_reference:
+        axes[0, 0].legend(handles=axes[0, 0].get_lines()[-1:], fontsize=8, loc="upper left")
     fig.subplots_adjust(hspace=0.35)
     _png(fig, path)
     return True
@@ -201,7 +216,26 @@ def _fmt(mean, std, n):
     return f"{100 * mean:.1f} ± {100 * std:.1f} (n={n})" if n > 1 else f"{100 * mean:.1f}"
 
 
-def summary_markdown(experiment_dir: Path, finals, grouped, human, figures) -> str:
+def _paper_comparison(grouped) -> list[str]:
+    """Rows of s: the paper's Fig. 2 beside this experiment's baseline and W4/A4 (mean over seeds)."""
+    ours, base = grouped.get("quantization W4/A4", {}), grouped.get("baseline", {})
+    lines = ["## Against the paper's Fig. 2 (its values read off the plot; 50k images, 200 epochs)", "",
+             "| s | paper baseline | paper W4/A4 | paper gain | baseline, last 5 | W4/A4, last 5 | gain, last 5 "
+             "| gain, last epoch |", "|---|---|---|---|---|---|---|---|"]
+    for rate in sorted(set(PAPER_FIG2) | set(base) | set(ours)):
+        paper = PAPER_FIG2.get(rate)
+        cells = [f"{rate:.0%}"] + ([f"{paper[0]:.0f}", f"{paper[1]:.0f}", f"{paper[1] - paper[0]:+.0f}"]
+                                   if paper else ["—"] * 3)
+        b5, q5 = _stats(base.get(rate, []), "test_accuracy_last5"), _stats(ours.get(rate, []), "test_accuracy_last5")
+        b1, q1 = _stats(base.get(rate, []), "test_accuracy")[0], _stats(ours.get(rate, []), "test_accuracy")[0]
+        cells += [_fmt(*b5), _fmt(*q5)]
+        cells += [f"{100 * (q5[0] - b5[0]):+.1f}" if q5[0] is not None and b5[0] is not None else "—",
+                  f"{100 * (q1 - b1):+.1f}" if q1 is not None and b1 is not None else "—"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def summary_markdown(experiment_dir: Path, finals, grouped, human, figures, paper_reference=False) -> str:
     lines = [f"# {experiment_dir.name}: results", ""]
     if finals:
         f0 = finals[0]
@@ -228,6 +262,8 @@ def summary_markdown(experiment_dir: Path, finals, grouped, human, figures) -> s
                 cells.append(cell)
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
         lines += ["", "In brackets: gain over the baseline in points.", ""]
+    if paper_reference:
+        lines += _paper_comparison(grouped)
     if human:
         types = sorted({t for by_type in human.values() for t in by_type})
         lines += ["## CIFAR-10N (human label noise), mean of last 5 epochs / last epoch", "",
@@ -266,9 +302,10 @@ def write_report(experiment_dir) -> Path:
             human[variant_label(f)][f["noise_type"]].append(f)
     histories = _histories(finals)
     rate = _pick_rate(synthetic)
+    paper_reference = _compares_with_paper([f for f in finals if f["noise_type"] not in HUMAN_NOISE])
     figures = []
     for name, ok in (
-        ("accuracy_vs_noise.png", lambda p: plot_accuracy_vs_noise(synthetic, p)),
+        ("accuracy_vs_noise.png", lambda p: plot_accuracy_vs_noise(synthetic, p, paper_reference)),
         ("loss_curves.png", lambda p: plot_loss_curves(synthetic, histories, rate, p)),
         ("memorization.png", lambda p: plot_memorization(synthetic, histories, rate, p)),
         ("robustness.png", lambda p: plot_robustness(synthetic, p)),
@@ -276,7 +313,8 @@ def write_report(experiment_dir) -> Path:
         if ok(experiment_dir / name):
             figures.append(name)
     path = experiment_dir / "summary.md"
-    results.atomic_write_text(path, summary_markdown(experiment_dir, finals, synthetic, human, figures))
+    summary = summary_markdown(experiment_dir, finals, synthetic, human, figures, paper_reference)
+    results.atomic_write_text(path, summary)
     print(f"report: {len(finals)} runs → {path} and {len(figures)} figures", flush=True)
     return path
 

@@ -44,6 +44,23 @@ def test_report_writes_figures_and_gains(tmp_path):
     assert "| quantization W4/A4 | 50.0 [+15.0] | 50.0 [+15.0] |" in summary
     assert "quantization W8/A8" in summary and "Data caveat: JPEG copy" in summary
     assert "## CIFAR-10N" in summary and "| baseline | 50.0 / 50.0 |" in summary
+    assert "## Against the paper's Fig. 2" in summary
+
+
+def test_report_compares_with_the_paper_only_for_symmetric_noise(tmp_path):
+    exp = tmp_path / "exp"
+    _fake_run(exp, "baseline", 0.4, 0, [0.3] * 6, noise_type="pair")
+    assert "Against the paper" not in report.write_report(exp).read_text()
+
+
+def test_report_compares_symmetric_cifar10_with_the_paper(tmp_path):
+    exp = tmp_path / "exp"
+    _fake_run(exp, "baseline", 0.4, 0, [0.3] * 6)
+    _fake_run(exp, "quantization", 0.4, 0, [0.5] * 5 + [0.4])
+    summary = report.write_report(exp).read_text()
+    # Paper at s = 40%: 77 → 82 (+5); here 30.0 → 48.0 over the last five epochs (+18.0), +10.0 at the last.
+    assert "| 40% | 77 | 82 | +5 | 30.0 | 48.0 | +18.0 | +10.0 |" in summary
+    assert "| 80% | 38 | 58 | +20 | — | — | — | — |" in summary
 
 
 def test_report_refuses_a_missing_folder(tmp_path, capsys):
