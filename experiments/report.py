@@ -57,10 +57,8 @@ def variant_label(final: dict) -> str:
 
 
 def _png(fig, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120, bbox_inches="tight")
+    results.atomic_save_figure(fig, path, dpi=120, bbox_inches="tight")
     plt.close(fig)
-    tmp.replace(path)
 
 
 def _group(finals, noise_filter):

@@ -28,14 +28,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import re
 import sys
-import tempfile
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
+
+from tfq_noise import results
 
 METHOD_LABELS = {
     "baseline": "Baseline",
@@ -74,13 +74,9 @@ def read_runs(directory: Path) -> list[dict]:
     directory = Path(directory)
     if not directory.is_dir():
         raise FileNotFoundError(f"no experiment directory at {directory}")
-    runs = []
-    for path in sorted(directory.glob("*/final.json")):
-        with open(path) as handle:
-            final = json.load(handle)
-        if final.get("per_task_f1"):
-            final["_dir"] = str(directory)
-            runs.append(final)
+    runs = [final for final in results.load_finals(directory) if final.get("per_task_f1")]
+    for final in runs:
+        final["_dir"] = str(directory)
     return runs
 
 
@@ -313,32 +309,8 @@ def save_figure(table: Mapping, path: Path) -> None:
     for yi, (m, r) in enumerate(zip(avg, right)):
         ax_bar.text(r + 0.3 * pad, yi, f"{m:.1f}", va="center", fontsize=8, fontweight="bold")
     fig.suptitle(f"Table 1 layout — {', '.join(table['datasets'])}", fontsize=11)
-    _atomic_savefig(fig, Path(path))
+    results.atomic_save_figure(fig, Path(path), dpi=130)
     plt.close(fig)
-
-
-def _atomic_savefig(fig, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=130)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # --------------------------------------------------------------------- entry point
@@ -352,7 +324,7 @@ def write_table1(directories: Sequence[Path], out: Path | None = None) -> dict:
     """Writes ``table1.md`` and ``table1.png`` into ``out`` (default: the first directory); returns the table."""
     table = build_table(directories)
     out = Path(out) if out is not None else Path(directories[0])
-    _atomic_write_text(out / "table1.md", to_markdown(table))
+    results.atomic_write_text(out / "table1.md", to_markdown(table))
     save_figure(table, out / "table1.png")
     return table
 

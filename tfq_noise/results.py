@@ -22,7 +22,7 @@ import platform
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 FINAL = "final.json"
 FAILED = "failed.json"
@@ -39,20 +39,33 @@ FINAL_KEYS = (
 )
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Writes ``text`` to ``path`` through a temporary file and a rename: never half a file."""
+def atomic_write(path: Path, write: Callable[[str], None], suffix: str = ".tmp") -> None:
+    """Calls ``write(temporary_path)`` next to ``path``, then renames: readers never see half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
+        write(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    def write(tmp: str) -> None:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+
+    atomic_write(path, write)
+
+
+def atomic_save_figure(fig, path: Path, **savefig_kwargs) -> None:
+    """Saves a matplotlib figure atomically (the suffix tells matplotlib the format)."""
+    atomic_write(path, lambda tmp: fig.savefig(tmp, **savefig_kwargs), suffix=Path(path).suffix)
 
 
 def write_json(path: Path, data: Mapping[str, Any]) -> None:
