@@ -14,7 +14,8 @@ Writes into the experiment folder:
   true label, and the clean test accuracy;
 * ``robustness.png`` — Fig. 3, when a method was run with several settings:
   gain of each setting over the method's default setting, against s;
-* ``summary.md`` — the tables behind the figures.
+* ``summary.md`` — the tables behind the figures;
+* ``runs.csv`` — one row per finished run (its final.json's scalars), for other tools.
 """
 
 from __future__ import annotations
@@ -122,7 +123,7 @@ def plot_accuracy_vs_noise(grouped, path: Path, paper_reference: bool = False) -
 
 
 def _histories(finals):
-    return {f["run_dir"]: results.read_history(Path(f["run_dir"]) / results.HISTORY) for f in finals}
+    return {f["run_dir"]: results.read_csv(Path(f["run_dir"]) / results.HISTORY) for f in finals}
 
 
 def _pick_rate(grouped, wanted=0.4):
@@ -288,6 +289,17 @@ def summary_markdown(experiment_dir: Path, finals, grouped, human, figures, pape
     return "\n".join(lines)
 
 
+RUN_COLUMNS = ("run", "variant", "method", "noise_type", "noise_rate", "realized_flip_rate", "seed", "epochs",
+               "epochs_trained", "selected_epoch", "test_accuracy", "test_accuracy_last5", "best_test_accuracy",
+               "last_memorized", "last_corrected", "average_f1", "wall_seconds")
+
+
+def runs_table(finals) -> list[dict]:
+    """One row per run, the scalars of its final.json (absent ones left empty)."""
+    return [{column: (variant_label(f) if column == "variant" else f.get(column)) for column in RUN_COLUMNS}
+            for f in sorted(finals, key=lambda f: (f["noise_type"], f["noise_rate"], f["method"], f["seed"]))]
+
+
 def write_report(experiment_dir) -> Path:
     experiment_dir = Path(experiment_dir)
     if not experiment_dir.is_dir():
@@ -310,6 +322,7 @@ def write_report(experiment_dir) -> Path:
     ):
         if ok(experiment_dir / name):
             figures.append(name)
+    results.write_csv(experiment_dir / "runs.csv", runs_table(finals))
     path = experiment_dir / "summary.md"
     summary = summary_markdown(experiment_dir, finals, synthetic, human, figures, paper_reference)
     results.atomic_write_text(path, summary)

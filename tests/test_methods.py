@@ -427,7 +427,7 @@ def early_stopped(tmp_path_factory, tiny_run_data):
     run_dir = tmp_path_factory.mktemp("early") / config.run_name
     final = train(config, run_dir, data=data, print_fn=lambda *a, **k: None)
     return {"config": config, "data": data, "run_dir": run_dir, "final": final,
-            "history": results.read_history(run_dir / results.HISTORY)}
+            "history": results.read_csv(run_dir / results.HISTORY)}
 
 
 def test_early_stopping_stops_after_patience(early_stopped):

@@ -16,7 +16,7 @@ def _fake_run(experiment_dir, method, rate, seed, accuracies, hparams=None, nois
     run_dir = experiment_dir / name
     rows = [{"epoch": e, "loss": 2.0 - 0.1 * e, "test_loss": 1.5 + 0.05 * e, "test_accuracy": a,
              "memorized": 0.1 + 0.02 * e, "corrected": 0.3} for e, a in enumerate(accuracies)]
-    results.write_history(run_dir / results.HISTORY, rows)
+    results.write_csv(run_dir / results.HISTORY, rows)
     results.write_json(run_dir / results.FINAL, {
         "dataset": "cifar10", "method": method, "noise_type": noise_type, "noise_rate": rate, "seed": seed,
         "hparams": hp, "epochs": len(accuracies), "test_accuracy": accuracies[-1],
@@ -45,6 +45,10 @@ def test_report_writes_figures_and_gains(tmp_path):
     assert "quantization W8/A8" in summary and "Data caveat: JPEG copy" in summary
     assert "## CIFAR-10N" in summary and "| baseline | 50.0 / 50.0 |" in summary
     assert "## Against the paper's Fig. 2" in summary
+    rows = results.read_csv(exp / "runs.csv")
+    assert len(rows) == 9 and rows[0]["variant"] == "baseline" and rows[0]["noise_type"] == "aggre"
+    w8 = [r for r in rows if r["variant"] == "quantization W8/A8"]
+    assert [(r["noise_rate"], r["test_accuracy"]) for r in w8] == [(0.2, 0.3), (0.4, 0.3)]
 
 
 def test_report_compares_with_the_paper_only_for_symmetric_noise(tmp_path):

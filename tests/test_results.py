@@ -37,15 +37,15 @@ def test_figure_is_saved_in_the_format_of_its_suffix(tmp_path):
 
 def test_history_round_trip_keeps_numbers_and_gaps(tmp_path):
     rows = [{"epoch": 1, "loss": 2.5, "val_f1": None}, {"epoch": 2, "loss": 1e-05, "note": "x"}]
-    results.write_history(tmp_path / "history.csv", rows)
-    back = results.read_history(tmp_path / "history.csv")
+    results.write_csv(tmp_path / "history.csv", rows)
+    back = results.read_csv(tmp_path / "history.csv")
     assert back == [{"epoch": 1, "loss": 2.5, "val_f1": None, "note": None},
                     {"epoch": 2, "loss": 1e-05, "val_f1": None, "note": "x"}]
 
 
 def test_run_state_and_finished_runs(tmp_path):
     assert results.run_state(tmp_path / "a") == "new"
-    results.write_history(tmp_path / "a" / results.HISTORY, [{"epoch": 1}])
+    results.write_csv(tmp_path / "a" / results.HISTORY, [{"epoch": 1}])
     assert results.run_state(tmp_path / "a") == "partial"
     results.write_json(tmp_path / "b" / results.FINAL, {"method": "baseline"})
     assert results.run_state(tmp_path / "b") == "done"

@@ -128,7 +128,7 @@ def test_smoke_grid_writes_every_run(smoke):
         stored = results.read_json(run_dir / results.CONFIG)
         assert stored == config.to_dict()
         assert RunConfig.from_dict(stored).run_name == name
-        history = results.read_history(run_dir / results.HISTORY)
+        history = results.read_csv(run_dir / results.HISTORY)
         assert [r["epoch"] for r in history] == [0, 1]
         for row in history:
             for key in ("loss", "test_accuracy", "val_accuracy", "memorized", "corrected"):

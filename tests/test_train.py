@@ -73,14 +73,14 @@ def resumed(tmp_path_factory, cifar10_dir, tiny_run_data):
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     child = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, env=env, capture_output=True,
                            text=True, timeout=600)
-    killed_history = results.read_history(run_dir / results.HISTORY)
+    killed_history = results.read_csv(run_dir / results.HISTORY)
     killed_state = results.run_state(run_dir)
     data = tiny_run_data(config)
     lines = Lines()
     final = train(config, run_dir, data=data, print_fn=lines)
     return {"child": child, "killed_history": killed_history, "killed_state": killed_state, "lines": lines,
             "final": final, "config": config, "run_dir": run_dir, "data": data,
-            "history": results.read_history(run_dir / results.HISTORY)}
+            "history": results.read_csv(run_dir / results.HISTORY)}
 
 
 def test_killed_run_left_two_epochs(resumed):
@@ -158,7 +158,7 @@ def test_kill_during_the_epoch_evaluation_loses_no_history_row(tmp_path, tiny_ru
         train(config, tmp_path, data=data, print_fn=quiet)
     monkeypatch.setattr(callbacks.EpochEvaluation, "on_epoch_end", evaluate)
     final = train(config, tmp_path, data=data, print_fn=quiet)
-    assert [r["epoch"] for r in results.read_history(tmp_path / results.HISTORY)] == [0, 1]
+    assert [r["epoch"] for r in results.read_csv(tmp_path / results.HISTORY)] == [0, 1]
     assert final["epochs_trained"] == 2
 
 
@@ -179,7 +179,7 @@ def test_nan_loss_stops_the_run_with_a_record(tmp_path, tiny_run_data):
     assert not (tmp_path / results.FINAL).exists() and not (tmp_path / results.WEIGHTS).exists()
     assert results.run_state(tmp_path) == "failed"
     # It stopped at the first NaN instead of training the 3 epochs.
-    assert len(results.read_history(tmp_path / results.HISTORY)) <= 1
+    assert len(results.read_csv(tmp_path / results.HISTORY)) <= 1
 
 
 def test_retry_after_a_transient_nan_does_not_resume_from_the_diverged_weights(tmp_path, tiny_run_data,
@@ -195,7 +195,7 @@ def test_retry_after_a_transient_nan_does_not_resume_from_the_diverged_weights(t
     (tmp_path / results.FAILED).unlink()  # what --retry_failed does
     final = train(config, tmp_path, data=data, print_fn=quiet)
     assert np.isfinite(final["test_accuracy"])
-    assert all(np.isfinite(r["loss"]) for r in results.read_history(tmp_path / results.HISTORY))
+    assert all(np.isfinite(r["loss"]) for r in results.read_csv(tmp_path / results.HISTORY))
 
 
 # --------------------------------------------------------------------------------------

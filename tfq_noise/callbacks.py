@@ -63,13 +63,13 @@ class HistoryWriter(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_start = time.time()
         if not self.rows or self.rows[-1]["epoch"] >= epoch:
-            self.rows = [r for r in results.read_history(self.path) if r["epoch"] < epoch]
+            self.rows = [r for r in results.read_csv(self.path) if r["epoch"] < epoch]
 
     def on_epoch_end(self, epoch, logs=None):
         row = {"epoch": epoch, "epoch_seconds": round(time.time() - self._epoch_start, 2)}
         row.update({k: float(v) for k, v in (logs or {}).items()})
         self.rows.append(row)
-        results.write_history(self.path, self.rows)
+        results.write_csv(self.path, self.rows)
 
 
 class BestEpochKeeper(keras.callbacks.Callback):

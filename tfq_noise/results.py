@@ -85,7 +85,7 @@ def read_json(path: Path) -> dict:
         return json.load(f)
 
 
-def write_history(path: Path, rows: Iterable[Mapping[str, Any]]) -> None:
+def write_csv(path: Path, rows: Iterable[Mapping[str, Any]]) -> None:
     rows = list(rows)
     columns: list[str] = []
     for row in rows:
@@ -97,7 +97,7 @@ def write_history(path: Path, rows: Iterable[Mapping[str, Any]]) -> None:
     atomic_write_text(path, buffer.getvalue())
 
 
-def read_history(path: Path) -> list[dict]:
+def read_csv(path: Path) -> list[dict]:
     if not Path(path).exists():
         return []
     with open(path, newline="") as f:

@@ -156,7 +156,7 @@ def train(config: RunConfig, run_dir: str | Path, paths: DataPaths | None = None
         shutil.rmtree(checkpoint_dir, ignore_errors=True)  # a retry must not resume from diverged weights
         raise RunFailed(f"{config.run_name}: {failure['reason']} at epoch {failure['epoch'] + 1}")
 
-    history = results.read_history(run_dir / results.HISTORY)
+    history = results.read_csv(run_dir / results.HISTORY)
     best_epoch = None
     if recipe.selects_best_epoch():
         state_path = checkpoint_dir / "best_epoch.json"
