@@ -305,6 +305,8 @@ def write_report(experiment_dir) -> Path:
     if not experiment_dir.is_dir():
         raise FileNotFoundError(f"no experiment folder at {experiment_dir}")
     finals = results.load_finals(experiment_dir)
+    if any(f.get("per_task_f1") for f in finals):
+        raise ValueError(f"{experiment_dir} holds multi-label runs: use python -m experiments.table1 {experiment_dir}")
     synthetic = _group(finals, lambda t: t not in HUMAN_NOISE)
     human = collections.defaultdict(lambda: collections.defaultdict(list))
     for f in finals:
@@ -337,7 +339,7 @@ def main(argv=None) -> int:
         return 2
     try:
         write_report(argv[0])
-    except FileNotFoundError as error:
+    except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -196,9 +196,12 @@ def main(argv):
         finally:
             release_memory()
     if FLAGS.report and experiment_dir.exists() and FLAGS.num_shards == 1:
-        from experiments import report
+        from experiments import report, table1
 
-        report.write_report(experiment_dir)
+        if any(f.get("per_task_f1") for f in results.load_finals(experiment_dir)):
+            table1.write_table1([experiment_dir])  # multi-label runs: the paper's Table 1 layout
+        else:
+            report.write_report(experiment_dir)
     return 1 if failures else 0
 
 

@@ -107,6 +107,7 @@ def _head_bits_text(layer_bits: Mapping[str, Sequence[int]]) -> str:
             other.append(f"{name} W{bits[0]}/A{bits[1]}")
     parts = []
     for bits, tasks in sorted(groups.items(), reverse=True):
+        tasks = task_order(tasks)  # the table's column order, whatever the order of the stored keys
         parts.append(f"W{bits[0]}/A{bits[1]}" if len(groups) == 1 else f"W{bits[0]}/A{bits[1]} {{{', '.join(tasks)}}}")
     text = ("heads " + ", ".join(parts)) if parts else ""
     return "; ".join([t for t in [text, *other] if t])
@@ -150,6 +151,11 @@ def build_table(directories: Sequence[Path]) -> dict:
         if set(run["per_task_f1"]) != set(tasks):
             raise ValueError(f"run {run.get('run')} in {run['_dir']} has tasks {sorted(run['per_task_f1'])}, "
                              f"others {tasks}: one table holds one task set")
+    for directory in directories:
+        settings = {json.dumps(r.get("dataset_kwargs", {}), sort_keys=True) for r in runs if r["_dir"] == str(directory)}
+        if len(settings) > 1:
+            raise ValueError(f"runs in {directory} differ in dataset_kwargs ({' vs '.join(sorted(settings))}): one "
+                             "table holds one data setting; run each setting into its own --experiment")
     drop_es = all("early_stopping" in r["method"].split("+") for r in runs)
     groups: dict[str, list[dict]] = {}
     for run in runs:
@@ -182,7 +188,8 @@ def build_table(directories: Sequence[Path]) -> dict:
             "epochs_kept": [int(r.get("selected_epoch", -1)) + 1 for r in groups[label]],
         })
     datasets = sorted({str(r.get("dataset")) for r in runs})
-    return {"tasks": tasks, "rows": rows, "datasets": datasets, "drop_early_stopping": drop_es,
+    thresholds = sorted({r["decision_threshold"] for r in runs if r.get("decision_threshold") is not None})
+    return {"tasks": tasks, "decision_thresholds": thresholds, "rows": rows, "datasets": datasets, "drop_early_stopping": drop_es,
             "directories": [str(d) for d in directories]}
 
 
@@ -210,7 +217,9 @@ def to_markdown(table: Mapping) -> str:
         f"Runs from {', '.join(table['directories'])}. Test F1 per task and average F1, in percent, "
         "mean ± std over seeds (sample std)"
         + (", a seed's score being the mean over the directories (folds)" if len(table["directories"]) > 1 else "")
-        + ". " + ("Every method stops early on the validation average F1 (Baseline = early stopping alone)."
+        + ". " + (f"Decision threshold {', '.join(map(str, table['decision_thresholds']))}. "
+                  if table.get("decision_thresholds") else "")
+        + ("Every method stops early on the validation average F1 (Baseline = early stopping alone)."
                   if table["drop_early_stopping"] else "Methods as named (early stopping only where listed)."),
         "",
         "| " + " | ".join(header) + " |",
@@ -222,6 +231,8 @@ def to_markdown(table: Mapping) -> str:
         delta = "–" if baseline is None else f"{row['mean'][-1] - baseline['mean'][-1]:+.1f}"
         lines.append(f"| {row['label']} | " + " | ".join(cells) + f" | {delta} | {row['task_spread']:.1f} | {n} |")
     notes = []
+    if baseline is not None and any(r["seeds"] != baseline["seeds"] for r in rows):
+        notes.append("Rows hold different seeds (a run missing or failed): their Δ compares different draws.")
     for row in rows:
         if len(row["folds_per_seed"]) > 1:
             notes.append(f"{row['label']}: seeds have different numbers of folds {row['folds_per_seed']} (incomplete grid).")

@@ -143,3 +143,13 @@ def test_errors(tmp_path, ferplus_dir, monkeypatch):
     (broken / "label.csv").write_text('fer0032220.png,"(0, 0, 48, 48)",5,5\n')
     with pytest.raises(ValueError, match="4 fields"):
         ferplus.load_split("test", str(tmp_path), cache_dir=str(tmp_path / "cache"))
+
+
+def test_noisy_label_probability_and_matched_decision_range_by_hand():
+    # k = 1: the one sampled vote is the emotion's with probability votes / 10.
+    assert ferplus.noisy_label_probability(2, 1) == pytest.approx(0.2)
+    # k = 3, one vote of 3 needed: 1 - C(10 - v, 3) / C(10, 3); v = 1: 1 - 84/120, v = 2: 1 - 56/120.
+    assert ferplus.matched_decision_range(3, 2) == pytest.approx((0.3, 64 / 120))
+    # k = 10 draws every vote: the noisy label is the reference, any threshold in (0, 1] separates it.
+    assert ferplus.matched_decision_range(10, 2) == pytest.approx((0.0, 1.0))
+    assert ferplus.matched_decision_range(1, 2) == pytest.approx((0.1, 0.2))

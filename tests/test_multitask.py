@@ -11,7 +11,7 @@ import pytest
 import tfq_noise  # noqa: F401  (must precede TensorFlow)
 import tensorflow as tf
 
-from tfq_noise import keras, methods
+from tfq_noise import keras, methods, results
 from tfq_noise.config import RunConfig
 from tfq_noise.data import bp4d, ferplus, pipeline
 from tfq_noise.datasets import PREPARERS, DataPaths, prepare
@@ -176,7 +176,12 @@ def test_ferplus_preparer(ferplus_dir):
     clean = prepare(_ferplus_config(validation_labels="clean"), paths)
     np.testing.assert_array_equal(clean.val_labels[:5], valid.reference[rows])
     np.testing.assert_array_equal(clean.train_images, data.train_images)  # images do not depend on the run
+    other_seed = prepare(_ferplus_config(seed=1), paths)  # the seed draws which annotator labels each image
+    assert (other_seed.train_labels != data.train_labels).any()
+    np.testing.assert_array_equal(other_seed.train_clean_labels, data.train_clean_labels)
+    assert data.info["matched_decision_range"] == [0.1, 0.2]  # k = 1: 0.5 lies outside, a warning says so
     three = prepare(_ferplus_config(dataset_kwargs={"annotators": 3, "val_size": 120, "test_size": 120}), paths)
+    assert three.info["matched_decision_range"] == [0.3, 0.5333]
     np.testing.assert_array_equal(three.train_clean_labels, data.train_clean_labels)
     assert three.info["train_flip_rate"] < data.info["train_flip_rate"]
     with pytest.raises(ValueError, match="noise_type must be 'annotators'"):
@@ -187,19 +192,40 @@ def test_ferplus_preparer(ferplus_dir):
         prepare(_ferplus_config(dataset_kwargs={"annotator": 3}), paths)
 
 
-def test_ferplus_one_epoch_training_writes_per_task_f1(ferplus_dir, tmp_path):
+def test_ferplus_training_reports_the_test_f1_of_the_selected_epoch(ferplus_dir, tmp_path, monkeypatch):
     from tfq_noise.train import release_memory, train
 
-    config = _ferplus_config(method="quantization+early_stopping", model_kwargs={"width": 8})
+    # Validation average F1 scripted to peak at the middle epoch, so "best" and "last" differ;
+    # the test F1 stays real and must come from the restored middle-epoch weights.
+    scripted = iter([0.3, 0.9, 0.1])
+    real_score = MultiLabelTask.score
+
+    def score(self, logits, labels, prefix, mask=None):
+        out = real_score(self, logits, labels, prefix, mask)
+        if prefix == "val_":
+            out["val_average_f1"] = next(scripted, 0.0)
+        return out
+
+    monkeypatch.setattr(MultiLabelTask, "score", score)
+    config = _ferplus_config(method="quantization+early_stopping", model_kwargs={"width": 8}, epochs=3,
+                             hparams={"patience": 3})
     final = train(config, tmp_path / config.run_name, DataPaths(ferplus_dir=str(ferplus_dir)))
     release_memory()
     written = json.loads((tmp_path / config.run_name / "final.json").read_text())
     assert list(written["per_task_f1"]) == sorted(ferplus.EMOTIONS)  # final.json keys are sorted
     assert set(final["per_task_f1"]) == set(ferplus.EMOTIONS)
-    assert 0.0 <= written["average_f1"] <= 1.0
     assert written["average_f1"] == pytest.approx(np.mean(list(written["per_task_f1"].values())))
-    assert written["realized_flip_rate"] > 0 and written["selected_epoch"] == 0
-    assert config.run_name == "annotators_test_size-120_val_size-120__quantization-early_stopping_width-8__seed0"
+    assert written["realized_flip_rate"] > 0 and written["decision_threshold"] == 0.5
+    assert written["dataset_kwargs"] == {"val_size": 120, "test_size": 120}
+    # The reported F1 is the test F1 of the epoch with the best validation average F1, not the last epoch's.
+    history = results.read_csv(tmp_path / config.run_name / results.HISTORY)
+    val = [row["val_average_f1"] for row in history]
+    assert len(history) == 3 and val == [0.3, 0.9, 0.1] and written["selected_epoch"] == 1
+    chosen = history[written["selected_epoch"]]
+    for task, f1 in written["per_task_f1"].items():
+        assert f1 == pytest.approx(chosen[f"test_f1_{task}"], abs=1e-6)
+    assert config.run_name == ("annotators_test_size-120_val_size-120__quantization-early_stopping_patience-3_width-8"
+                               "__seed0")
 
 
 # --------------------------------------------------------------------- BP4D
@@ -339,6 +365,7 @@ def test_table1_on_fake_runs(tmp_path):
     rows = [label for label in lines if label in ("Baseline", "Dropout", "Pruning", "Quantization")]
     assert rows == ["Baseline", "Dropout", "Pruning", "Quantization"]  # the paper's order
     assert "Pruning: in 1 of 2 runs early stopping kept an epoch before the pruning epoch" in text
+    assert "Rows hold different seeds" in text  # Dropout has seed 0 only
     assert "| Quantization | 51.7 | 48.2 |" in text  # the paper's table for comparison
     png = (exp / "table1.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
@@ -351,6 +378,21 @@ def test_table1_on_fake_runs(tmp_path):
     baseline = next(r for r in table["rows"] if r["label"] == "Baseline")
     np.testing.assert_allclose(baseline["mean"], [65.0, 85.0, 75.0])  # seed 0: (60+80)/2 ... folds averaged
     assert baseline["folds_per_seed"] == [1, 2]
+
+    # Two data settings (k = 1 and k = 3) in one folder are refused, not averaged together.
+    _fake_run(exp, "weight_decay+early_stopping", 0, {"neutral": 0.5, "happiness": 0.5},
+              dataset_kwargs={"annotators": 3})
+    with pytest.raises(ValueError, match="differ in dataset_kwargs"):
+        table1.build_table([exp])
+
+
+def test_table1_names_head_bits_in_task_order_whatever_the_key_order():
+    from experiments import table1
+
+    stored = {f"head_{t}_dense": [2, 4] for t in ("sadness", "contempt")}  # final.json sorts keys
+    stored.update({f"head_{t}_dense": [8, 8] for t in ("surprise", "neutral", "happiness")})
+    assert table1._head_bits_text(dict(sorted(stored.items()))) == \
+        "heads W8/A8 {neutral, happiness, surprise}, W2/A4 {sadness, contempt}"
 
 
 def test_paper_rows_average_to_their_reported_average():

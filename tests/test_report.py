@@ -72,3 +72,12 @@ def test_report_refuses_a_missing_folder(tmp_path, capsys):
     assert "no experiment folder" in capsys.readouterr().err
     with pytest.raises(FileNotFoundError):
         report.write_report(tmp_path / "nothing")
+
+
+def test_report_sends_multi_label_experiments_to_table1(tmp_path, capsys):
+    exp = tmp_path / "ferplus_k1"
+    results.write_json(exp / "run" / results.FINAL, {"dataset": "ferplus", "method": "early_stopping",
+                                                      "noise_type": "annotators", "noise_rate": 0.0, "seed": 0,
+                                                      "per_task_f1": {"neutral": 0.5}})
+    assert report.main([str(exp)]) == 2
+    assert "python -m experiments.table1" in capsys.readouterr().err

@@ -8,7 +8,11 @@ Importing this module registers two preparers in :data:`tfq_noise.datasets.PREPA
 * ``annotators`` (1): the k crowd annotators whose votes make the noisy training
   labels (sampled per image with the run's seed; see :mod:`tfq_noise.data.ferplus`);
 * ``threshold`` (2): votes out of 10 an emotion needs in the reference labels;
-* ``decision_threshold`` (0.5): sigmoid probability above which a task is predicted present;
+* ``decision_threshold`` (0.5): sigmoid probability above which a task is predicted present.
+  A calibrated model trained on k annotators predicts the chance that k votes flag the emotion,
+  so only thresholds in :func:`tfq_noise.data.ferplus.matched_decision_range` separate the
+  reference's ``threshold`` votes from one fewer (k = 3: 0.5 does; k = 1: 0.15 does, 0.5 does
+  not); a threshold outside that range is reported in the run's info and printed;
 * ``val_size``, ``test_size`` (0 = all): fixed subsets, for smoke runs only.
 
 Train = FER2013Train with the noisy labels of k annotators; ``train_corrupted``
@@ -40,16 +44,8 @@ paper's order. Unknown codes (9) are masked: per-label sample weights in the los
 and a mask in the F1, through :class:`MaskedMultiLabelTask`.
 
 Lazily read images: with ``in_memory`` false, ``RunData``'s image fields are
-:class:`LazyImages`, which the training loop can use as they are once
-``tfq_noise.data.pipeline.make_dataset`` starts with::
-
-    if hasattr(images, "make_dataset"):  # images read lazily from files (BP4D)
-        return images.make_dataset(labels, batch_size, training, augment=augment, seed=seed, mean=mean,
-                                   std=std, cache=cache, sample_weights=sample_weights,
-                                   drop_remainder=drop_remainder)
-
-(``train.train`` and the per-epoch evaluation both build their datasets with it.)
-Until then, ``in_memory=true`` decodes everything up front and works with the loop as it is.
+:class:`LazyImages`, which ``tfq_noise.data.pipeline.make_dataset`` reads through their
+own ``make_dataset`` (training and the per-epoch evaluation alike).
 """
 
 from __future__ import annotations
@@ -295,8 +291,14 @@ def prepare_ferplus(config: RunConfig, paths: DataPaths) -> RunData:
     mean, std = pipeline.channel_stats(train_images)
     val_labels = valid.noisy[v] if config.validation_labels == "noisy" else valid.reference[v]
     disagreement = ferplus.label_disagreement(noisy, reference)
+    decision_threshold = _decision_threshold(options)
+    low, high = ferplus.matched_decision_range(k, threshold)
+    if not low < decision_threshold <= high:
+        print(f"warning: decision_threshold={decision_threshold} is outside ({low:.3f}, {high:.3f}], where a "
+              f"calibrated model trained on {k} annotator(s) flags exactly the emotions with >= {threshold} "
+              "of 10 votes; F1 against the reference is capped below 1", flush=True)
     return RunData(
-        task=MultiLabelTask(list(ferplus.EMOTIONS), threshold=_decision_threshold(options)),
+        task=MultiLabelTask(list(ferplus.EMOTIONS), threshold=decision_threshold),
         train_images=train_images,
         train_labels=noisy,
         train_clean_labels=reference,
@@ -313,6 +315,8 @@ def prepare_ferplus(config: RunConfig, paths: DataPaths) -> RunData:
             "annotators": k,
             "vote_threshold": threshold,
             "noisy_vote_threshold": ferplus.noisy_vote_threshold(k, threshold),
+            "decision_threshold": decision_threshold,
+            "matched_decision_range": [round(low, 4), round(high, 4)],
             "train_examples": int(len(t)),
             "validation_examples": int(len(v)),
             "validation_labels": config.validation_labels,

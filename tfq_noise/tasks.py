@@ -106,7 +106,7 @@ class MultiLabelTask:
 
     def predict_labels(self, logits):
         probabilities = 1.0 / (1.0 + np.exp(-np.asarray(logits, np.float64)))
-        return probabilities >= self.threshold
+        return probabilities > self.threshold  # a logit of exactly 0 (p = 0.5) is not a detection
 
     def score(self, logits, labels, prefix: str, mask=None) -> dict:
         predicted = self.predict_labels(logits)

@@ -74,6 +74,7 @@ def _summary(config: RunConfig, history: list[dict], final_eval: dict, task, wal
         "experiment": config.experiment,
         "run": config.run_name,
         "dataset": config.dataset,
+        "dataset_kwargs": dict(config.dataset_kwargs),
         "model": config.model,
         "method": config.method,
         "noise_type": config.noise_type,
@@ -98,6 +99,7 @@ def _summary(config: RunConfig, history: list[dict], final_eval: dict, task, wal
         final["average_f1"] = final_eval.get("test_average_f1")
         final["average_f1_last5"] = float(np.mean(series[-5:])) if series else None
         final["per_task_f1"] = {name: final_eval.get(f"test_f1_{name}") for name in task.task_names}
+        final["decision_threshold"] = task.threshold
     for key in ("memorized", "corrected", "train_noisy_accuracy"):
         if history and key in history[-1]:
             final[f"last_{key}"] = history[-1][key]

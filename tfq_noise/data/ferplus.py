@@ -163,6 +163,30 @@ def noisy_vote_threshold(num_annotators: int, threshold: int = 2) -> int:
     return max(1, int(math.floor(scaled + 0.5)))
 
 
+def noisy_label_probability(votes: int, num_annotators: int, threshold: int = 2) -> float:
+    """P(noisy label positive) for an emotion with ``votes`` of 10: what a calibrated model predicts.
+
+    The k annotators are drawn without replacement, so their votes for the emotion follow a
+    hypergeometric law; the noisy label needs ``noisy_vote_threshold(k, threshold)`` of them.
+    """
+    need = noisy_vote_threshold(num_annotators, threshold)
+    total = math.comb(NUM_VOTE_SLOTS, num_annotators)
+    return sum(math.comb(votes, j) * math.comb(NUM_VOTE_SLOTS - votes, num_annotators - j)
+               for j in range(need, num_annotators + 1)) / total
+
+
+def matched_decision_range(num_annotators: int, threshold: int = 2) -> tuple[float, float]:
+    """(low, high]: the decision thresholds at which a calibrated model trained on k annotators'
+    labels predicts exactly the reference (``threshold`` or more of 10 votes).
+
+    k = 3, threshold 2: (0.30, 0.53], so the paper's 0.5 fits; k = 1: (0.1, 0.2], where 0.5
+    would only flag emotions with 5 or more votes.
+    """
+    _check_threshold(threshold)
+    return (noisy_label_probability(threshold - 1, num_annotators, threshold),
+            noisy_label_probability(threshold, num_annotators, threshold))
+
+
 def sample_annotator_votes(votes: np.ndarray, num_annotators: int = 1, seed: int = 0) -> np.ndarray:
     """int64 [N, 10]: the vote counts of ``num_annotators`` slots sampled per image.
 
