@@ -189,7 +189,8 @@ def build_table(directories: Sequence[Path]) -> dict:
         })
     datasets = sorted({str(r.get("dataset")) for r in runs})
     thresholds = sorted({r["decision_threshold"] for r in runs if r.get("decision_threshold") is not None})
-    return {"tasks": tasks, "decision_thresholds": thresholds, "rows": rows, "datasets": datasets, "drop_early_stopping": drop_es,
+    ceilings = sorted({r["oracle_average_f1"] for r in runs if r.get("oracle_average_f1") is not None})
+    return {"tasks": tasks, "decision_thresholds": thresholds, "oracle_average_f1": ceilings, "rows": rows, "datasets": datasets, "drop_early_stopping": drop_es,
             "directories": [str(d) for d in directories]}
 
 
@@ -241,6 +242,9 @@ def to_markdown(table: Mapping) -> str:
                          "before the pruning epoch, i.e. an unpruned model.")
     if notes:
         lines += ["", "**Warnings**", ""] + [f"- {n}" for n in notes]
+    if table.get("oracle_average_f1"):
+        lines += ["", "Ceiling at this decision threshold (a model that knew each test image's 10-vote shares): "
+                  + ", ".join(f"{100 * c:.1f}" for c in table["oracle_average_f1"]) + " average F1."]
     lines += [
         "",
         f"Epochs kept (selected epoch + 1) per row: "

@@ -153,3 +153,16 @@ def test_noisy_label_probability_and_matched_decision_range_by_hand():
     # k = 10 draws every vote: the noisy label is the reference, any threshold in (0, 1] separates it.
     assert ferplus.matched_decision_range(10, 2) == pytest.approx((0.0, 1.0))
     assert ferplus.matched_decision_range(1, 2) == pytest.approx((0.1, 0.2))
+
+
+def test_vote_share_oracle_is_perfect_only_at_a_matched_threshold(test_split):
+    from tfq_noise.tasks import f1_scores
+
+    test = test_split[0]
+
+    def oracle_f1(k, decision_threshold):
+        return f1_scores(test.reference, ferplus.vote_share_oracle(test.votes, k, 2, decision_threshold)).mean()
+
+    assert oracle_f1(1, 0.15) == oracle_f1(3, 0.5) == 1.0
+    # One annotator at the paper's 0.5 flags only emotions with >= 6 of 10 votes: half the F1 is out of reach.
+    assert 0.45 < oracle_f1(1, 0.5) < 0.55

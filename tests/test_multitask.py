@@ -342,7 +342,7 @@ def test_table1_on_fake_runs(tmp_path):
 
     exp = tmp_path / "exp"
     tasks = ("neutral", "happiness")
-    _fake_run(exp, "early_stopping", 0, {"neutral": 0.5, "happiness": 0.7})
+    _fake_run(exp, "early_stopping", 0, {"neutral": 0.5, "happiness": 0.7}, oracle_average_f1=1.0)
     _fake_run(exp, "early_stopping", 1, {"neutral": 0.7, "happiness": 0.9})
     _fake_run(exp, "quantization+early_stopping", 0, {"neutral": 0.6, "happiness": 0.8})
     _fake_run(exp, "quantization+early_stopping", 1, {"neutral": 0.8, "happiness": 0.8})
@@ -366,6 +366,7 @@ def test_table1_on_fake_runs(tmp_path):
     assert rows == ["Baseline", "Dropout", "Pruning", "Quantization"]  # the paper's order
     assert "Pruning: in 1 of 2 runs early stopping kept an epoch before the pruning epoch" in text
     assert "Rows hold different seeds" in text  # Dropout has seed 0 only
+    assert "10-vote shares): 100.0 average F1" in text
     assert "| Quantization | 51.7 | 48.2 |" in text  # the paper's table for comparison
     png = (exp / "table1.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000

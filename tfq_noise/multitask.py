@@ -62,7 +62,7 @@ from tfq_noise import keras
 from tfq_noise.config import RunConfig
 from tfq_noise.data import bp4d, ferplus, pipeline
 from tfq_noise.datasets import PREPARERS, SPLIT_SEED, DataPaths, RunData
-from tfq_noise.tasks import MultiLabelTask
+from tfq_noise.tasks import MultiLabelTask, f1_scores
 
 # The noise type each dataset accepts (its labels' noise is real, with no rate to set).
 NOISE_TYPES: dict[str, tuple[str, ...]] = {"ferplus": ("annotators",), "bp4d": ("original",)}
@@ -297,6 +297,8 @@ def prepare_ferplus(config: RunConfig, paths: DataPaths) -> RunData:
         print(f"warning: decision_threshold={decision_threshold} is outside ({low:.3f}, {high:.3f}], where a "
               f"calibrated model trained on {k} annotator(s) flags exactly the emotions with >= {threshold} "
               "of 10 votes; F1 against the reference is capped below 1", flush=True)
+    # The F1 ceiling at this threshold: a model that knew every test image's vote shares exactly.
+    oracle = f1_scores(test.reference[s], ferplus.vote_share_oracle(test.votes[s], k, threshold, decision_threshold))
     return RunData(
         task=MultiLabelTask(list(ferplus.EMOTIONS), threshold=decision_threshold),
         train_images=train_images,
@@ -317,6 +319,8 @@ def prepare_ferplus(config: RunConfig, paths: DataPaths) -> RunData:
             "noisy_vote_threshold": ferplus.noisy_vote_threshold(k, threshold),
             "decision_threshold": decision_threshold,
             "matched_decision_range": [round(low, 4), round(high, 4)],
+            "oracle_test_f1": dict(zip(ferplus.EMOTIONS, oracle.round(4).tolist())),
+            "oracle_average_f1": round(float(oracle.mean()), 4),
             "train_examples": int(len(t)),
             "validation_examples": int(len(v)),
             "validation_labels": config.validation_labels,

@@ -187,6 +187,17 @@ def matched_decision_range(num_annotators: int, threshold: int = 2) -> tuple[flo
             noisy_label_probability(threshold, num_annotators, threshold))
 
 
+def vote_share_oracle(votes: np.ndarray, num_annotators: int, threshold: int, decision_threshold: float) -> np.ndarray:
+    """bool [N, 8]: what a perfectly calibrated model trained on k annotators' labels predicts.
+
+    Its probability for an emotion with v of 10 votes is ``noisy_label_probability(v, k)``;
+    scored against the reference it gives the F1 ceiling of a decision threshold.
+    """
+    votes = _check_votes(votes)
+    table = np.array([noisy_label_probability(v, num_annotators, threshold) for v in range(NUM_VOTE_SLOTS + 1)])
+    return table[np.clip(votes[:, :len(EMOTIONS)], 0, NUM_VOTE_SLOTS)] > decision_threshold
+
+
 def sample_annotator_votes(votes: np.ndarray, num_annotators: int = 1, seed: int = 0) -> np.ndarray:
     """int64 [N, 10]: the vote counts of ``num_annotators`` slots sampled per image.
 
