@@ -60,6 +60,10 @@ def test_per_task_batchnorm_heads_are_kept_by_quantization():
         assert names[f"head_{task}_bn"] == "BatchNormalization"
         assert names[f"head_{task}_dense"] == "Dense"
         assert model.get_layer(f"head_{task}_dense").units == 1
+        # Dropout after the task's BN (BN statistics then match inference), right before its logit.
+        dropout = model.get_layer(f"head_{task}_dropout")
+        assert dropout.input is model.get_layer(f"head_{task}_bn").output
+        assert model.get_layer(f"head_{task}_dense").input is dropout.output
     # Each head's BatchNorm has its own statistics over the shared features.
     assert model.get_layer("head_neutral_bn").moving_mean is not model.get_layer("head_fear_bn").moving_mean
 

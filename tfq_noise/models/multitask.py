@@ -3,6 +3,7 @@
     features = backbone(image)                      # shared, e.g. global-average-pooled
     for each task t:
         h_t = BatchNormalization(features)          # head_<t>_bn: the task's own input scale
+        [h_t = Dropout(h_t)]                        # head_<t>_dropout (dropout method, position head)
         [h_t = ReLU(Dense(head_units)(h_t))]        # head_<t>_hidden (only if head_units > 0)
         logit_t = Dense(1)(h_t)                     # head_<t>_dense
     logits = Concatenate([logit_1, ..., logit_T])   # [B, T], named "logits"; sigmoid is in the loss
@@ -199,12 +200,14 @@ def multitask_model(
     inputs = keras.Input(tuple(input_shape), name="image")
     features = BACKBONES[backbone](inputs, dropout_rate=dropout_rate, dropout_position=dropout_position, l2=l2,
                                    **backbone_kwargs)
-    if dropout_rate > 0 and dropout_position == "head":
-        features = keras.layers.Dropout(dropout_rate, name="head_dropout")(features)
     logits = []
     for task in names:
         layer = head_layer_names(task)
         h = keras.layers.BatchNormalization(name=layer["bn"])(features)
+        if dropout_rate > 0 and dropout_position == "head":
+            # After the task's BN, not before: BN statistics gathered under dropout would not match
+            # inference (the variance shift), and each task drops its own units.
+            h = keras.layers.Dropout(dropout_rate, name=f"head_{task}_dropout")(h)
         if head_units:
             h = keras.layers.Dense(int(head_units), kernel_initializer="he_normal", kernel_regularizer=_regularizer(l2),
                                    name=layer["hidden"])(h)
