@@ -103,7 +103,7 @@ def plot_accuracy_vs_noise(grouped, path: Path, paper_reference: bool = False) -
         axes[0, col].axhline(0, color="gray", linewidth=0.8)
         if paper_reference:
             rates = sorted(PAPER_FIG2)
-            axes[0, col].plot(np.array(rates) * 100, [PAPER_FIG2[r][1] - PAPER_FIG2[r][0] for r in rates],
+            (paper_line,) = axes[0, col].plot(np.array(rates) * 100, [PAPER_FIG2[r][1] - PAPER_FIG2[r][0] for r in rates],
                               color="black", linestyle=":", marker="x",
                               label="paper Fig. 2: quantization W4/A4 (read off, 200 epochs)")
         axes[0, col].set_title(f"Gain over baseline ({title})")
@@ -116,7 +116,7 @@ def plot_accuracy_vs_noise(grouped, path: Path, paper_reference: bool = False) -
             ax.grid(alpha=0.3)
     axes[1, 0].legend(fontsize=8, loc="lower left")
     if paper_reference:
-        axes[0, 0].legend(handles=axes[0, 0].get_lines()[-1:], fontsize=8, loc="upper left")
+        axes[0, 0].legend(handles=[paper_line], fontsize=8, loc="upper left")
     fig.subplots_adjust(hspace=0.35)
     _png(fig, path)
     return True

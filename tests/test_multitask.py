@@ -160,9 +160,10 @@ def _ferplus_config(**overrides) -> RunConfig:
     return RunConfig(**base)
 
 
-def test_ferplus_preparer(ferplus_dir):
+def test_ferplus_preparer(ferplus_dir, capsys):
     paths = DataPaths(ferplus_dir=str(ferplus_dir))
     data = prepare(_ferplus_config(), paths)
+    assert "warning: decision_threshold=0.5 is outside (0.100, 0.200]" in capsys.readouterr().out
     assert data.train_images.shape == (300, 48, 48, 1) and data.train_images.dtype == np.uint8
     assert data.train_labels.shape == data.train_clean_labels.shape == data.train_corrupted.shape == (300, 8)
     assert data.task.task_names == list(ferplus.EMOTIONS) and data.task.threshold == 0.5
@@ -184,8 +185,13 @@ def test_ferplus_preparer(ferplus_dir):
     assert (other_seed.train_labels != data.train_labels).any()
     np.testing.assert_array_equal(other_seed.train_clean_labels, data.train_clean_labels)
     assert data.info["matched_decision_range"] == [0.1, 0.2]  # k = 1: 0.5 lies outside, a warning says so
+    capsys.readouterr()
     three = prepare(_ferplus_config(dataset_kwargs={"annotators": 3, "val_size": 120, "test_size": 120}), paths)
-    assert three.info["matched_decision_range"] == [0.3, 0.5333]
+    assert three.info["matched_decision_range"] == [0.3, 0.5333] and "warning" not in capsys.readouterr().out
+    # Matched (k = 3 at 0.5): perfect on every task that has positives in this 120-image subset (F1 of a
+    # task without positives is 0 by convention); unmatched (k = 1 at 0.5): well below.
+    assert set(three.info["oracle_per_task_f1"].values()) <= {0.0, 1.0}
+    assert data.info["oracle_average_f1"] < three.info["oracle_average_f1"] - 0.2
     np.testing.assert_array_equal(three.train_clean_labels, data.train_clean_labels)
     assert three.info["train_flip_rate"] < data.info["train_flip_rate"]
     with pytest.raises(ValueError, match="noise_type must be 'annotators'"):

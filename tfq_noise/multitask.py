@@ -319,7 +319,7 @@ def prepare_ferplus(config: RunConfig, paths: DataPaths) -> RunData:
             "noisy_vote_threshold": ferplus.noisy_vote_threshold(k, threshold),
             "decision_threshold": decision_threshold,
             "matched_decision_range": [round(low, 4), round(high, 4)],
-            "oracle_test_f1": dict(zip(ferplus.EMOTIONS, oracle.round(4).tolist())),
+            "oracle_per_task_f1": dict(zip(ferplus.EMOTIONS, oracle.round(4).tolist())),
             "oracle_average_f1": round(float(oracle.mean()), 4),
             "train_examples": int(len(t)),
             "validation_examples": int(len(v)),

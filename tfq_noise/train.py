@@ -102,7 +102,7 @@ def _summary(config: RunConfig, history: list[dict], final_eval: dict, task, wal
         final["decision_threshold"] = task.threshold
         if data.info.get("oracle_average_f1") is not None:  # the F1 ceiling of this threshold (FER+)
             final["oracle_average_f1"] = data.info["oracle_average_f1"]
-            final["oracle_per_task_f1"] = data.info["oracle_test_f1"]
+            final["oracle_per_task_f1"] = data.info["oracle_per_task_f1"]
     for key in ("memorized", "corrected", "train_noisy_accuracy"):
         if history and key in history[-1]:
             final[f"last_{key}"] = history[-1][key]

@@ -180,7 +180,7 @@ def matched_decision_range(num_annotators: int, threshold: int = 2) -> tuple[flo
     labels predicts exactly the reference (``threshold`` or more of 10 votes).
 
     k = 3, threshold 2: (0.30, 0.53], so the paper's 0.5 fits; k = 1: (0.1, 0.2], where 0.5
-    would only flag emotions with 5 or more votes.
+    would only flag emotions with 6 or more votes.
     """
     _check_threshold(threshold)
     return (noisy_label_probability(threshold - 1, num_annotators, threshold),
