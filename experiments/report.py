@@ -75,7 +75,8 @@ def _stats(runs, key):
     values = [r[key] for r in runs if r.get(key) is not None]
     if not values:
         return None, None, 0
-    return float(np.mean(values)), float(np.std(values)), len(values)
+    # Sample std (n - 1), as in Table 1; 0 for a single run.
+    return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0, len(values)
 
 
 def _is_default_variant(label: str) -> bool:
@@ -234,33 +235,37 @@ def _paper_comparison(grouped) -> list[str]:
     return lines + [""]
 
 
+def _method_by_rate_table(grouped, rates, key, gains: bool) -> list[str]:
+    """Markdown rows: one per method variant (baseline first), one column per noise rate, mean ± std of ``key``."""
+    baseline = grouped.get("baseline", {})
+    lines = ["| method | " + " | ".join(f"s = {r:.0%}" for r in rates) + " |", "|---|" + "---|" * len(rates)]
+    for label in sorted(grouped, key=lambda l: (l != "baseline", l)):
+        cells = []
+        for r in rates:
+            mean, std, n = _stats(grouped[label].get(r, []), key)
+            cell = _fmt(mean, std, n)
+            base = _stats(baseline.get(r, []), key)[0]
+            if gains and mean is not None and base is not None and label != "baseline":
+                cell += f" [{100 * (mean - base):+.1f}]"
+            cells.append(cell)
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def summary_markdown(experiment_dir: Path, finals, grouped, human, figures, paper_reference=False) -> str:
     lines = [f"# {experiment_dir.name}: results", ""]
     if finals:
         f0 = finals[0]
         caveats = sorted({f.get("data_caveat") for f in finals if f.get("data_caveat")})
         lines += [f"{len(finals)} finished runs; dataset {f0['dataset']}, {f0['epochs']} epochs. "
-                  "Accuracies in %, mean ± std over seeds (n = number of seeds).", ""]
+                  "Accuracies in %, mean ± sample std over seeds (n = number of seeds).", ""]
         lines += [f"Data caveat: {c}" for c in caveats] + ([""] if caveats else [])
     rates = sorted({r for by_rate in grouped.values() for r in by_rate})
-    baseline = grouped.get("baseline", {})
     for key, title in METRICS + (("best_test_accuracy", "best epoch (oracle, for reference only)"),):
-        if not rates:
-            break
-        lines += [f"## Clean test accuracy, {title}", "",
-                  "| method | " + " | ".join(f"s = {r:.0%}" for r in rates) + " |",
-                  "|---|" + "---|" * len(rates)]
-        for label in sorted(grouped, key=lambda l: (l != "baseline", l)):
-            cells = []
-            for r in rates:
-                mean, std, n = _stats(grouped[label].get(r, []), key)
-                cell = _fmt(mean, std, n)
-                base = _stats(baseline.get(r, []), key)[0]
-                if mean is not None and base is not None and label != "baseline":
-                    cell += f" [{100 * (mean - base):+.1f}]"
-                cells.append(cell)
-            lines.append(f"| {label} | " + " | ".join(cells) + " |")
-        lines += ["", "In brackets: gain over the baseline in points.", ""]
+        if rates:
+            lines += [f"## Clean test accuracy, {title}", ""]
+            lines += _method_by_rate_table(grouped, rates, key, gains=True)
+            lines += ["", "In brackets: gain over the baseline in points.", ""]
     if paper_reference:
         lines += _paper_comparison(grouped)
     if human:
@@ -274,14 +279,12 @@ def summary_markdown(experiment_dir: Path, finals, grouped, human, figures, pape
                 cells.append(f"{_fmt(*_stats(runs, 'test_accuracy_last5'))} / {_fmt(*_stats(runs, 'test_accuracy'))}")
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
         lines.append("")
-    memo = [(variant_label(f), f["noise_rate"], f.get("last_memorized")) for f in finals
-            if f.get("last_memorized") is not None and f["noise_type"] not in HUMAN_NOISE]
-    if memo:
+    noisy_rates = [r for r in rates if r > 0]
+    if noisy_rates and any(_stats(by_rate.get(r, []), "last_memorized")[2]
+                           for by_rate in grouped.values() for r in noisy_rates):
         lines += ["## Memorization at the last epoch (share of corrupted training examples predicted as "
-                  "their wrong label, %)", "", "| method | s | memorized |", "|---|---|---|"]
-        for label, rate, value in sorted(memo):
-            lines.append(f"| {label} | {rate:.0%} | {100 * value:.1f} |")
-        lines.append("")
+                  "their wrong label, %)", ""]
+        lines += _method_by_rate_table(grouped, noisy_rates, "last_memorized", gains=False) + [""]
     wall = [f["wall_seconds"] for f in finals if f.get("wall_seconds")]
     if wall:
         lines += [f"Wall time per run: median {np.median(wall) / 60:.1f} min, max {max(wall) / 60:.1f} min.", ""]
