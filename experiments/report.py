@@ -134,6 +134,11 @@ def _pick_rate(grouped, wanted=0.4):
     return wanted if wanted in rates else max(rates)
 
 
+def _setting_text(setting) -> str:
+    """A noise setting for a title: a rate of synthetic noise, or a CIFAR-10N label set by name."""
+    return f"CIFAR-10N {setting}" if isinstance(setting, str) else f"s = {setting:.0%}"
+
+
 def plot_loss_curves(grouped, histories, rate, path: Path) -> bool:
     pairs = [(l, c) for l, c in (("baseline", "tab:blue"), ("quantization W4/A4", "tab:red")) if l in grouped]
     if rate is None or not pairs:
@@ -153,7 +158,7 @@ def plot_loss_curves(grouped, histories, rate, path: Path) -> bool:
         ax.set_ylim(0, 1.15 * max(later))
     ax.set_xlabel("epoch")
     ax.set_ylabel("cross-entropy")
-    ax.set_title(f"Training and test loss, s = {rate:.0%}")
+    ax.set_title(f"Training and test loss, {_setting_text(rate)}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     _png(fig, path)
@@ -175,7 +180,7 @@ def plot_memorization(grouped, histories, rate, path: Path) -> bool:
     titles = ("Corrupted examples predicted as their wrong label", "Corrupted examples predicted as their true label",
               "Clean test accuracy")
     for ax, title in zip(axes, titles):
-        ax.set_title(f"{title} (s = {rate:.0%})", fontsize=10)
+        ax.set_title(f"{title} ({_setting_text(rate)})", fontsize=10)
         ax.set_xlabel("epoch")
         ax.set_ylabel("%")
         ax.grid(alpha=0.3)
@@ -270,13 +275,15 @@ def summary_markdown(experiment_dir: Path, finals, grouped, human, figures, pape
         lines += _paper_comparison(grouped)
     if human:
         types = sorted({t for by_type in human.values() for t in by_type})
-        lines += ["## CIFAR-10N (human label noise), mean of last 5 epochs / last epoch", "",
+        lines += ["## CIFAR-10N (human label noise), mean of last 5 epochs / last epoch / memorized at the last "
+                  "epoch (share of the mislabelled training examples predicted as their wrong label)", "",
                   "| method | " + " | ".join(types) + " |", "|---|" + "---|" * len(types)]
         for label in sorted(human, key=lambda l: (l != "baseline", l)):
             cells = []
             for t in types:
                 runs = human[label].get(t, [])
-                cells.append(f"{_fmt(*_stats(runs, 'test_accuracy_last5'))} / {_fmt(*_stats(runs, 'test_accuracy'))}")
+                cells.append(" / ".join(_fmt(*_stats(runs, key))
+                                        for key in ("test_accuracy_last5", "test_accuracy", "last_memorized")))
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
         lines.append("")
     noisy_rates = [r for r in rates if r > 0]
@@ -327,6 +334,11 @@ def write_report(experiment_dir) -> Path:
     ):
         if ok(experiment_dir / name):
             figures.append(name)
+    for noise_type in sorted({t for by_type in human.values() for t in by_type}):  # the same curves per label set
+        for name, plot in ((f"loss_curves_{noise_type}.png", plot_loss_curves),
+                           (f"memorization_{noise_type}.png", plot_memorization)):
+            if plot(human, histories, noise_type, experiment_dir / name):
+                figures.append(name)
     results.write_csv(experiment_dir / "runs.csv", runs_table(finals))
     path = experiment_dir / "summary.md"
     summary = summary_markdown(experiment_dir, finals, synthetic, human, figures, paper_reference)

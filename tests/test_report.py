@@ -43,7 +43,9 @@ def test_report_writes_figures_and_gains(tmp_path):
     assert "| baseline | 35.0 ± 7.1 (n=2) | 35.0 ± 7.1 (n=2) |" in summary
     assert "| quantization W4/A4 | 50.0 [+15.0] | 50.0 [+15.0] |" in summary
     assert "quantization W8/A8" in summary and "Data caveat: JPEG copy" in summary
-    assert "## CIFAR-10N" in summary and "| baseline | 50.0 / 50.0 |" in summary
+    assert "## CIFAR-10N" in summary and "| baseline | 50.0 / 50.0 / 20.0 |" in summary
+    for name in ("loss_curves_aggre.png", "memorization_aggre.png"):  # CIFAR-10N curves, one set per label set
+        assert (exp / name).stat().st_size > 10_000 and f"]({name})" in summary
     assert "## Against the paper's Fig. 2" in summary
     # Memorization pivots like accuracy (noisy rates only): every fake run ends at 0.1 + 0.02 * 5.
     memorization = summary[summary.index("## Memorization"):]
