@@ -104,9 +104,9 @@ def plot_accuracy_vs_noise(grouped, path: Path, paper_reference: bool = False) -
         axes[0, col].axhline(0, color="gray", linewidth=0.8)
         if paper_reference:
             rates = sorted(PAPER_FIG2)
-            (paper_line,) = axes[0, col].plot(np.array(rates) * 100, [PAPER_FIG2[r][1] - PAPER_FIG2[r][0] for r in rates],
-                              color="black", linestyle=":", marker="x",
-                              label="paper Fig. 2: quantization W4/A4 (read off, 200 epochs)")
+            (paper_line,) = axes[0, col].plot(
+                np.array(rates) * 100, [PAPER_FIG2[r][1] - PAPER_FIG2[r][0] for r in rates],
+                color="black", linestyle=":", marker="x", label="paper Fig. 2: quantization W4/A4 (read off, 200 epochs)")
         axes[0, col].set_title(f"Gain over baseline ({title})")
         axes[0, col].set_ylabel("accuracy gain (points)")
         axes[1, col].set_title(f"Clean test accuracy ({title})")
