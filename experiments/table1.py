@@ -2,6 +2,8 @@
 
     python -m experiments.table1 results/ferplus_k1
     python -m experiments.table1 results/bp4d_fold1 results/bp4d_fold2 results/bp4d_fold3
+    python -m experiments.table1 results/ferplus_head_bits_k1 results/ferplus_k1 \
+        --methods=early_stopping,quantization+early_stopping --seeds=0,1,2
 
 Reads every ``<dir>/<run>/final.json`` with ``per_task_f1`` and writes, into the first
 directory (or ``--out``), atomically:
@@ -20,6 +22,8 @@ from a method's defaults are named after the label (e.g. per-task head bits).
 
 With several directories (the folds of a cross-validation), a seed's score is the
 mean over the directories that hold that seed's run; mean ± std are then over seeds.
+The third form takes the head bit-width variants from one folder and the reference rows
+(early stopping, quantization with default heads) from the Table 1 folder, on the same seeds.
 The paper's BP4D values are printed for comparison.
 """
 
@@ -141,11 +145,22 @@ def _pruning_skipped(final: Mapping) -> bool:
 # --------------------------------------------------------------------- the table
 
 
-def build_table(directories: Sequence[Path]) -> dict:
-    """Rows (label, per-task mean/std, average mean/std, seeds) from the runs of ``directories``."""
+def build_table(directories: Sequence[Path], methods: Sequence[str] = (), seeds: Sequence[int] = ()) -> dict:
+    """Rows (label, per-task mean/std, average mean/std, seeds) from the runs of ``directories``.
+
+    ``methods`` / ``seeds``, when given, keep only the runs of those methods (every setting of
+    each, e.g. all head bit-widths of ``quantization+early_stopping``) and of those seeds: a
+    comparison can then take its reference rows from another experiment's folder, on the same seeds.
+    """
     runs = [run for d in directories for run in read_runs(Path(d))]
+    if methods:
+        runs = [run for run in runs if run["method"] in set(methods)]
+    if seeds:
+        runs = [run for run in runs if int(run["seed"]) in set(seeds)]
     if not runs:
-        raise ValueError(f"no finished multi-label runs (final.json with per_task_f1) in {[str(d) for d in directories]}")
+        raise ValueError(f"no finished multi-label runs (final.json with per_task_f1) in {[str(d) for d in directories]}"
+                         + (f" for methods {list(methods)}" if methods else "")
+                         + (f" and seeds {list(seeds)}" if seeds else ""))
     tasks = task_order(runs[0]["per_task_f1"])
     for run in runs:
         if set(run["per_task_f1"]) != set(tasks):
@@ -190,8 +205,9 @@ def build_table(directories: Sequence[Path]) -> dict:
     datasets = sorted({str(r.get("dataset")) for r in runs})
     thresholds = sorted({r["decision_threshold"] for r in runs if r.get("decision_threshold") is not None})
     ceilings = sorted({r["oracle_average_f1"] for r in runs if r.get("oracle_average_f1") is not None})
-    return {"tasks": tasks, "decision_thresholds": thresholds, "oracle_average_f1": ceilings, "rows": rows, "datasets": datasets, "drop_early_stopping": drop_es,
-            "directories": [str(d) for d in directories]}
+    return {"tasks": tasks, "decision_thresholds": thresholds, "oracle_average_f1": ceilings, "rows": rows,
+            "datasets": datasets, "drop_early_stopping": drop_es, "directories": [str(d) for d in directories],
+            "methods": list(methods), "seeds": sorted(seeds)}
 
 
 def _fmt(mean: float, std: float, n: int) -> str:
@@ -215,9 +231,12 @@ def to_markdown(table: Mapping) -> str:
     lines = [
         f"# Table 1 layout: {', '.join(table['datasets'])}",
         "",
-        f"Runs from {', '.join(table['directories'])}. Test F1 per task and average F1, in percent, "
+        f"Runs from {', '.join(table['directories'])}"
+        + (f", methods {', '.join(table['methods'])} only" if table.get("methods") else "")
+        + (f", seeds {', '.join(map(str, table['seeds']))} only" if table.get("seeds") else "")
+        + ". Test F1 per task and average F1, in percent, "
         "mean ± std over seeds (sample std)"
-        + (", a seed's score being the mean over the directories (folds)" if len(table["directories"]) > 1 else "")
+        + (", a seed's score being the mean over the directories that hold its run (folds)" if len(table["directories"]) > 1 else "")
         + ". " + (f"Decision threshold {', '.join(map(str, table['decision_thresholds']))}. "
                   if table.get("decision_thresholds") else "")
         + ("Every method stops early on the validation average F1 (Baseline = early stopping alone)."
@@ -335,22 +354,38 @@ def paper_summary() -> str:
     return "Paper, BP4D average F1 (%): " + ", ".join(f"{k} {v[1]:.1f}" for k, v in PAPER_BP4D.items())
 
 
-def write_table1(directories: Sequence[Path], out: Path | None = None) -> dict:
+def write_table1(directories: Sequence[Path], out: Path | None = None,
+                 methods: Sequence[str] = (), seeds: Sequence[int] = ()) -> dict:
     """Writes ``table1.md`` and ``table1.png`` into ``out`` (default: the first directory); returns the table."""
-    table = build_table(directories)
+    table = build_table(directories, methods, seeds)
     out = Path(out) if out is not None else Path(directories[0])
     results.atomic_write_text(out / "table1.md", to_markdown(table))
     save_figure(table, out / "table1.png")
     return table
 
 
+def _comma_list(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def _seed_list(text: str) -> list[int]:
+    try:
+        return [int(item) for item in _comma_list(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seeds must be comma-separated integers, got {text!r}") from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("directories", nargs="+", type=Path, help="results/<experiment> (several: folds)")
     parser.add_argument("--out", type=Path, default=None, help="where to write (default: the first directory)")
+    parser.add_argument("--methods", type=_comma_list, default=[],
+                        help="keep only these methods, comma-separated (every setting of each), e.g. "
+                             "early_stopping,quantization+early_stopping")
+    parser.add_argument("--seeds", type=_seed_list, default=[], help="keep only these seeds, e.g. 0,1,2")
     args = parser.parse_args(argv)
     try:
-        table = write_table1(args.directories, args.out)
+        table = write_table1(args.directories, args.out, args.methods, args.seeds)
     except (OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

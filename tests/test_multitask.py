@@ -390,6 +390,21 @@ def test_table1_on_fake_runs(tmp_path):
     np.testing.assert_allclose(baseline["mean"], [65.0, 85.0, 75.0])  # seed 0: (60+80)/2 ... folds averaged
     assert baseline["folds_per_seed"] == [1, 2]
 
+    # Filters: reference rows from one folder, variants from another, on chosen methods and seeds.
+    variants = tmp_path / "variants"
+    _fake_run(variants, "quantization+early_stopping", 1, {"neutral": 0.2, "happiness": 0.4},
+              hparams={"layer_bits": head_layer_bits({t: (4, 4) for t in tasks})})
+    assert table1.main([str(variants), str(exp), "--methods=early_stopping, quantization+early_stopping",
+                        "--seeds=1"]) == 0
+    text = (variants / "table1.md").read_text().split("\n## ")[0]
+    labels = [line.split(" | ")[0].lstrip("| ") for line in text.splitlines() if line.startswith("| ")][1:]
+    assert labels == ["Baseline", "Quantization", "Quantization [heads W4/A4]"]  # no Pruning, no seed-0-only W2/A4
+    assert "| Quantization [heads W4/A4] | 20.0 | 40.0 | 30.0 | -50.0 |" in text  # vs Baseline seed 1: (70+90)/2
+    assert "methods early_stopping, quantization+early_stopping only, seeds 1 only" in text
+    assert table1.main([str(exp), "--seeds=7"]) == 2  # nothing left: a clear error, no table written
+    with pytest.raises(SystemExit):
+        table1.main([str(exp), "--seeds=one"])
+
     # Two data settings (k = 1 and k = 3) in one folder are refused, not averaged together.
     _fake_run(exp, "weight_decay+early_stopping", 0, {"neutral": 0.5, "happiness": 0.5},
               dataset_kwargs={"annotators": 3})
