@@ -4,6 +4,8 @@
     python -m experiments.table1 results/bp4d_fold1 results/bp4d_fold2 results/bp4d_fold3
     python -m experiments.table1 results/ferplus_head_bits_k1 results/ferplus_k1 \
         --methods=early_stopping,quantization+early_stopping --seeds=0,1,2
+    python -m experiments.table1 results/ferplus_k1 results/ferplus_k3 --side_by_side \
+        --out=results/ferplus_annotators
 
 Reads every ``<dir>/<run>/final.json`` with ``per_task_f1`` and writes, into the first
 directory (or ``--out``), atomically:
@@ -22,8 +24,11 @@ from a method's defaults are named after the label (e.g. per-task head bits).
 
 With several directories (the folds of a cross-validation), a seed's score is the
 mean over the directories that hold that seed's run; mean ± std are then over seeds.
+
 The third form takes the head bit-width variants from one folder and the reference rows
 (early stopping, quantization with default heads) from the Table 1 folder, on the same seeds.
+The fourth sets data settings side by side (``table1_side_by_side.md``/``.png``): each
+setting's average F1 and gain over its own Baseline; averaging settings as folds is refused.
 The paper's BP4D values are printed for comparison.
 """
 
@@ -171,6 +176,11 @@ def build_table(directories: Sequence[Path], methods: Sequence[str] = (), seeds:
         if len(settings) > 1:
             raise ValueError(f"runs in {directory} differ in dataset_kwargs ({' vs '.join(sorted(settings))}): one "
                              "table holds one data setting; run each setting into its own --experiment")
+    across = {json.dumps({k: v for k, v in r.get("dataset_kwargs", {}).items() if k != "fold"}, sort_keys=True)
+              for r in runs}
+    if len(across) > 1:
+        raise ValueError(f"the directories hold different data settings ({' vs '.join(sorted(across))}): folds are "
+                         "averaged, settings are not; compare settings with --side_by_side")
     drop_es = all("early_stopping" in r["method"].split("+") for r in runs)
     groups: dict[str, list[dict]] = {}
     for run in runs:
@@ -347,6 +357,99 @@ def save_figure(table: Mapping, path: Path) -> None:
     plt.close(fig)
 
 
+# --------------------------------------------------------------------- settings side by side
+
+
+def _setting_name(table: Mapping) -> str:
+    """The data setting of a table's runs, e.g. ``annotators=1, threshold=2, decision_threshold=0.15``."""
+    return Path(table["directories"][0]).name + (f" ({table['setting']})" if table.get("setting") else "")
+
+
+def build_side_by_side(directories: Sequence[Path], methods: Sequence[str] = (), seeds: Sequence[int] = ()) -> list[dict]:
+    """One table per directory, each its own data setting (e.g. k = 1 and k = 3 annotators)."""
+    tables = []
+    for directory in directories:
+        table = build_table([directory], methods, seeds)
+        kwargs = {k: v for run in read_runs(Path(directory)) for k, v in (run.get("dataset_kwargs") or {}).items()}
+        table["setting"] = ", ".join(f"{k}={v}" for k, v in sorted(kwargs.items()))
+        tables.append(table)
+    return tables
+
+
+def side_by_side_markdown(tables: Sequence[Mapping]) -> str:
+    labels = []
+    for table in tables:
+        labels += [r["label"] for r in table["rows"] if r["label"] not in labels]
+    names = [Path(t["directories"][0]).name for t in tables]
+    lines = ["# Average F1 by data setting", "",
+             "Test average F1 in percent, mean ± std over seeds (sample std), and the gain over each "
+             "setting's own Baseline. Settings:", ""]
+    for table in tables:
+        ceiling = ", ".join(f"{100 * c:.1f}" for c in table.get("oracle_average_f1") or [])
+        lines.append(f"- {_setting_name(table)}" + (f"; ceiling {ceiling} average F1" if ceiling else ""))
+    header = ["Method"] + [f"{n}: Avg. | Δ | seeds" for n in names]
+    lines += ["", "| " + " | ".join(header) + " |", "|---|" + "---:|---:|---:|" * len(tables)]
+    for label in labels:
+        cells = []
+        for table in tables:
+            row = next((r for r in table["rows"] if r["label"] == label), None)
+            base = next((r for r in table["rows"] if r["label"] == "Baseline"), None)
+            if row is None:
+                cells += ["–", "–", "0"]
+                continue
+            n = len(row["seeds"])
+            cells += [_fmt(row["mean"][-1], row["std"][-1], n),
+                      "–" if base is None else f"{row['mean'][-1] - base['mean'][-1]:+.1f}", str(n)]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines + [""])
+
+
+def save_side_by_side_figure(tables: Sequence[Mapping], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = []
+    for table in tables:
+        labels += [r["label"] for r in table["rows"] if r["label"] not in labels]
+    fig, (ax_avg, ax_gain) = plt.subplots(1, 2, figsize=(11, 0.5 * len(labels) * len(tables) + 2.0),
+                                          sharey=True, constrained_layout=True)
+    height = 0.8 / len(tables)
+    for i, table in enumerate(tables):
+        rows = {r["label"]: r for r in table["rows"]}
+        base = rows.get("Baseline")
+        y = np.arange(len(labels)) + (i - (len(tables) - 1) / 2) * height
+        avg = np.array([rows[l]["mean"][-1] if l in rows else np.nan for l in labels])
+        std = np.array([rows[l]["std"][-1] if l in rows else np.nan for l in labels])
+        name = Path(table["directories"][0]).name
+        ax_avg.barh(y, avg, height, xerr=std, capsize=2, label=name, alpha=0.85)
+        if base is not None:
+            ax_gain.barh(y, avg - base["mean"][-1], height, xerr=std, capsize=2, label=name, alpha=0.85)
+    ax_avg.set_yticks(np.arange(len(labels)), labels, fontsize=8)
+    ax_avg.set_ylim(len(labels) - 0.5, -0.5)
+    ax_avg.set_xlabel("test average F1 (%), mean ± std over seeds")
+    ax_gain.set_xlabel("gain over the setting's Baseline (points)")
+    ax_gain.axvline(0.0, color="black", linewidth=0.8)
+    for ax in (ax_avg, ax_gain):
+        ax.grid(axis="x", alpha=0.3)
+    ax_avg.legend(fontsize=8, loc="lower left", bbox_to_anchor=(0.0, 1.0), frameon=False, ncol=len(tables))
+    fig.suptitle("Average F1 by data setting", fontsize=11)
+    results.atomic_save_figure(fig, Path(path), dpi=130)
+    plt.close(fig)
+
+
+def write_side_by_side(directories: Sequence[Path], out: Path, methods: Sequence[str] = (),
+                       seeds: Sequence[int] = ()) -> list[dict]:
+    """Writes ``table1_side_by_side.md`` and ``.png`` into ``out``; returns the tables."""
+    tables = build_side_by_side(directories, methods, seeds)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    results.atomic_write_text(out / "table1_side_by_side.md", side_by_side_markdown(tables))
+    save_side_by_side_figure(tables, out / "table1_side_by_side.png")
+    return tables
+
+
 # --------------------------------------------------------------------- entry point
 
 
@@ -383,8 +486,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="keep only these methods, comma-separated (every setting of each), e.g. "
                              "early_stopping,quantization+early_stopping")
     parser.add_argument("--seeds", type=_seed_list, default=[], help="keep only these seeds, e.g. 0,1,2")
+    parser.add_argument("--side_by_side", action="store_true",
+                        help="each directory is its own data setting (e.g. k = 1 and k = 3 annotators): write "
+                             "table1_side_by_side.md/.png into --out, average F1 and gain per setting")
     args = parser.parse_args(argv)
+    if args.side_by_side and args.out is None:
+        parser.error("--side_by_side needs --out (the directories are different experiments)")
     try:
+        if args.side_by_side:
+            tables = write_side_by_side(args.directories, args.out, args.methods, args.seeds)
+            print(side_by_side_markdown(tables))
+            print(f"wrote {args.out / 'table1_side_by_side.md'} and {args.out / 'table1_side_by_side.png'}")
+            return 0
         table = write_table1(args.directories, args.out, args.methods, args.seeds)
     except (OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -405,6 +405,27 @@ def test_table1_on_fake_runs(tmp_path):
     with pytest.raises(SystemExit):
         table1.main([str(exp), "--seeds=one"])
 
+    # Two data settings in two folders: averaging them as folds is refused; side by side they are compared.
+    k3 = tmp_path / "k3"
+    _fake_run(k3, "early_stopping", 0, {"neutral": 0.8, "happiness": 0.9}, dataset_kwargs={"annotators": 3})
+    _fake_run(k3, "early_stopping", 1, {"neutral": 0.6, "happiness": 0.7}, dataset_kwargs={"annotators": 3})
+    _fake_run(k3, "quantization+early_stopping", 0, {"neutral": 0.9, "happiness": 0.9},
+              dataset_kwargs={"annotators": 3})
+    with pytest.raises(ValueError, match="--side_by_side"):
+        table1.build_table([exp, k3])
+    with pytest.raises(SystemExit):  # --out is required: the directories are different experiments
+        table1.main([str(exp), str(k3), "--side_by_side"])
+    out = tmp_path / "compare"
+    assert table1.main([str(exp), str(k3), "--side_by_side", f"--out={out}",
+                        "--methods=early_stopping,quantization+early_stopping"]) == 0
+    text = (out / "table1_side_by_side.md").read_text()
+    assert "- k3 (annotators=3)" in text
+    # exp: Baseline 70 ± 14.1 (2 seeds); k3: Baseline (85, 65) -> 75 ± 14.1; its Quantization 90 (+15.0, 1 seed).
+    assert "| Baseline | 70.0 ± 14.1 | +0.0 | 2 | 75.0 ± 14.1 | +0.0 | 2 |" in text
+    assert "| Quantization | 75.0 ± 7.1 | +5.0 | 2 | 90.0 | +15.0 | 1 |" in text
+    assert "| Quantization [heads W2/A4] | 15.0 | -55.0 | 1 | – | – | 0 |" in text
+    assert (out / "table1_side_by_side.png").read_bytes()[:4] == b"\x89PNG"
+
     # Two data settings (k = 1 and k = 3) in one folder are refused, not averaged together.
     _fake_run(exp, "weight_decay+early_stopping", 0, {"neutral": 0.5, "happiness": 0.5},
               dataset_kwargs={"annotators": 3})
