@@ -197,14 +197,14 @@ def build_table(directories: Sequence[Path], methods: Sequence[str] = (), seeds:
             scores = [run["per_task_f1"][t] for t in tasks]
             scores = [np.nan if s is None else float(s) for s in scores]
             by_seed.setdefault(int(run["seed"]), []).append(np.array(scores + [np.mean(scores)]))
-        seeds = sorted(by_seed)
-        per_seed = np.array([np.mean(by_seed[s], axis=0) for s in seeds]) * 100.0  # [S, T + 1]
+        row_seeds = sorted(by_seed)
+        per_seed = np.array([np.mean(by_seed[s], axis=0) for s in row_seeds]) * 100.0  # [S, T + 1]
         mean = per_seed.mean(axis=0)
-        std = per_seed.std(axis=0, ddof=1) if len(seeds) > 1 else np.zeros_like(mean)
+        std = per_seed.std(axis=0, ddof=1) if len(row_seeds) > 1 else np.zeros_like(mean)
         rows.append({
             "label": label,
             "method": groups[label][0]["method"],
-            "seeds": seeds,
+            "seeds": row_seeds,
             "runs": len(groups[label]),
             "folds_per_seed": sorted({len(v) for v in by_seed.values()}),
             "mean": mean, "std": std,

@@ -376,6 +376,7 @@ def test_table1_on_fake_runs(tmp_path):
     assert rows == ["Baseline", "Dropout", "Pruning", "Quantization"]  # the paper's order
     assert "Pruning: in 1 of 2 runs early stopping kept an epoch before the pruning epoch" in text
     assert "Rows hold different seeds" in text  # Dropout has seed 0 only
+    assert " only." not in text.splitlines()[2]  # no --methods/--seeds filter was given
     assert "10-vote shares): 100.0 average F1" in text
     assert "| Quantization | 51.7 | 48.2 |" in text  # the paper's table for comparison
     png = (exp / "table1.png").read_bytes()
