@@ -12,7 +12,7 @@ directory (or ``--out``), atomically:
 
 * ``table1.md`` — per-task test F1 and average F1, in percent, mean ± std over seeds
   (sample std, n − 1), with the number of seeds, the average's gain over the Baseline
-  row and the spread across tasks; then the paper's BP4D Table 1 for comparison;
+  row (paired by seed) and the spread across tasks; then the paper's BP4D Table 1 for comparison;
 * ``table1.png`` — a heat map of the per-task F1 (colour: difference to the Baseline
   row) beside the average F1 of each row with its std over seeds (and, for BP4D, the
   paper's average as a marker).
@@ -205,6 +205,7 @@ def build_table(directories: Sequence[Path], methods: Sequence[str] = (), seeds:
             "label": label,
             "method": groups[label][0]["method"],
             "seeds": row_seeds,
+            "seed_average": {seed: float(avg) for seed, avg in zip(row_seeds, per_seed[:, -1])},
             "runs": len(groups[label]),
             "folds_per_seed": sorted({len(v) for v in by_seed.values()}),
             "mean": mean, "std": std,
@@ -218,6 +219,23 @@ def build_table(directories: Sequence[Path], methods: Sequence[str] = (), seeds:
     return {"tasks": tasks, "decision_thresholds": thresholds, "oracle_average_f1": ceilings, "rows": rows,
             "datasets": datasets, "drop_early_stopping": drop_es, "directories": [str(d) for d in directories],
             "methods": list(methods), "seeds": sorted(seeds)}
+
+
+def paired_gain(row: Mapping, baseline: Mapping | None) -> str:
+    """Average-F1 gain over the Baseline, paired by seed (a seed fixes the label draw, the validation split
+    and the random seed of every method alike): mean ± sample std of the per-seed differences on the seeds both
+    rows hold, with how many of them are positive, e.g. ``+1.1 ± 1.9 (4/5 > 0)``."""
+    if baseline is None:
+        return "–"
+    common = sorted(set(row["seed_average"]) & set(baseline["seed_average"]))
+    if not common:
+        return "–"
+    diffs = np.array([row["seed_average"][s] - baseline["seed_average"][s] for s in common])
+    if row is baseline:
+        return "+0.0"
+    if len(common) == 1:
+        return f"{diffs[0]:+.1f}"
+    return f"{diffs.mean():+.1f} ± {diffs.std(ddof=1):.1f} ({int((diffs > 0).sum())}/{len(common)} > 0)"
 
 
 def _fmt(mean: float, std: float, n: int) -> str:
@@ -237,7 +255,7 @@ def paper_markdown() -> str:
 def to_markdown(table: Mapping) -> str:
     tasks, rows = table["tasks"], table["rows"]
     baseline = next((r for r in rows if r["label"] == "Baseline"), None)
-    header = ["Method", *tasks, "Avg.", "Δ Avg. vs Baseline", "σ across tasks", "seeds"]
+    header = ["Method", *tasks, "Avg.", "Δ Avg. vs Baseline (paired)", "σ across tasks", "seeds"]
     lines = [
         f"# Table 1 layout: {', '.join(table['datasets'])}",
         "",
@@ -247,7 +265,9 @@ def to_markdown(table: Mapping) -> str:
         + ". Test F1 per task and average F1, in percent, "
         "mean ± std over seeds (sample std)"
         + (", a seed's score being the mean over the directories that hold its run (folds)" if len(table["directories"]) > 1 else "")
-        + ". " + (f"Decision threshold {', '.join(map(str, table['decision_thresholds']))}. "
+        + ". Δ: the gain over the Baseline paired by seed (a seed fixes the label draw, the validation split and "
+        "the random seed of every method alike), mean ± std of the per-seed differences and how many are positive. "
+        + (f"Decision threshold {', '.join(map(str, table['decision_thresholds']))}. "
                   if table.get("decision_thresholds") else "")
         + ("Every method stops early on the validation average F1 (Baseline = early stopping alone)."
                   if table["drop_early_stopping"] else "Methods as named (early stopping only where listed)."),
@@ -258,11 +278,12 @@ def to_markdown(table: Mapping) -> str:
     for row in rows:
         n = len(row["seeds"])
         cells = [_fmt(m, s, n) for m, s in zip(row["mean"], row["std"])]
-        delta = "–" if baseline is None else f"{row['mean'][-1] - baseline['mean'][-1]:+.1f}"
+        delta = paired_gain(row, baseline)
         lines.append(f"| {row['label']} | " + " | ".join(cells) + f" | {delta} | {row['task_spread']:.1f} | {n} |")
     notes = []
     if baseline is not None and any(r["seeds"] != baseline["seeds"] for r in rows):
-        notes.append("Rows hold different seeds (a run missing or failed): their Δ compares different draws.")
+        notes.append("Rows hold different seeds (a run missing or failed): Δ is paired over the seeds both rows hold, "
+                     "the averages are over each row's own seeds.")
     for row in rows:
         if len(row["folds_per_seed"]) > 1:
             notes.append(f"{row['label']}: seeds have different numbers of folds {row['folds_per_seed']} (incomplete grid).")
@@ -383,7 +404,8 @@ def side_by_side_markdown(tables: Sequence[Mapping]) -> str:
     names = [Path(t["directories"][0]).name for t in tables]
     lines = ["# Average F1 by data setting", "",
              "Test average F1 in percent, mean ± std over seeds (sample std), and the gain over each "
-             "setting's own Baseline. Settings:", ""]
+             "setting's own Baseline, paired by seed (mean ± std of the per-seed differences, and how many "
+             "are positive). Settings:", ""]
     for table in tables:
         ceiling = ", ".join(f"{100 * c:.1f}" for c in table.get("oracle_average_f1") or [])
         lines.append(f"- {_setting_name(table)}" + (f"; ceiling {ceiling} average F1" if ceiling else ""))
@@ -399,7 +421,7 @@ def side_by_side_markdown(tables: Sequence[Mapping]) -> str:
                 continue
             n = len(row["seeds"])
             cells += [_fmt(row["mean"][-1], row["std"][-1], n),
-                      "–" if base is None else f"{row['mean'][-1] - base['mean'][-1]:+.1f}", str(n)]
+                      paired_gain(row, base), str(n)]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines + [""])
 

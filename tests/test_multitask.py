@@ -369,8 +369,8 @@ def test_table1_on_fake_runs(tmp_path):
     lines = {line.split(" | ")[0].lstrip("| "): line for line in ours.splitlines() if line.startswith("| ")}
     # Baseline: neutral 60 ± 14.1, happiness 80 ± 14.1, average (60, 80) -> 70 ± 14.1 over 2 seeds.
     assert lines["Baseline"].startswith("| Baseline | 60.0 ± 14.1 | 80.0 ± 14.1 | 70.0 ± 14.1 | +0.0 |")
-    # Quantization: averages 70, 80 -> 75 ± 7.1; +5.0 over the Baseline.
-    assert "| 75.0 ± 7.1 | +5.0 |" in lines["Quantization"]
+    # Quantization: averages 70, 80 -> 75 ± 7.1; paired gains +10, 0 over the Baseline -> +5.0 ± 7.1.
+    assert "| 75.0 ± 7.1 | +5.0 ± 7.1 (1/2 > 0) |" in lines["Quantization"]
     assert "Quantization [heads W2/A4]" in lines and "Early Stopping" not in lines  # every method stops early
     rows = [label for label in lines if label in ("Baseline", "Dropout", "Pruning", "Quantization")]
     assert rows == ["Baseline", "Dropout", "Pruning", "Quantization"]  # the paper's order
@@ -421,10 +421,11 @@ def test_table1_on_fake_runs(tmp_path):
                         "--methods=early_stopping,quantization+early_stopping"]) == 0
     text = (out / "table1_side_by_side.md").read_text()
     assert "- k3 (annotators=3)" in text
-    # exp: Baseline 70 ± 14.1 (2 seeds); k3: Baseline (85, 65) -> 75 ± 14.1; its Quantization 90 (+15.0, 1 seed).
+    # exp: Baseline 70 ± 14.1 (2 seeds); k3: Baseline (85, 65) -> 75 ± 14.1; its Quantization 90, seed 0 only:
+    # paired with the Baseline's seed 0 (85), +5.0, not 90 - 75.
     assert "| Baseline | 70.0 ± 14.1 | +0.0 | 2 | 75.0 ± 14.1 | +0.0 | 2 |" in text
-    assert "| Quantization | 75.0 ± 7.1 | +5.0 | 2 | 90.0 | +15.0 | 1 |" in text
-    assert "| Quantization [heads W2/A4] | 15.0 | -55.0 | 1 | – | – | 0 |" in text
+    assert "| Quantization | 75.0 ± 7.1 | +5.0 ± 7.1 (1/2 > 0) | 2 | 90.0 | +5.0 | 1 |" in text
+    assert "| Quantization [heads W2/A4] | 15.0 | -45.0 | 1 | – | – | 0 |" in text
     assert (out / "table1_side_by_side.png").read_bytes()[:4] == b"\x89PNG"
 
     # Two data settings (k = 1 and k = 3) in one folder are refused, not averaged together.
