@@ -3,7 +3,7 @@
     python -m experiments.table1 results/ferplus_k1
     python -m experiments.table1 results/bp4d_fold1 results/bp4d_fold2 results/bp4d_fold3
     python -m experiments.table1 results/ferplus_head_bits_k1 results/ferplus_k1 \
-        --methods=early_stopping,quantization+early_stopping --seeds=0,1,2
+        --methods=early_stopping,quantization+early_stopping --seeds=0,1
     python -m experiments.table1 results/ferplus_k1 results/ferplus_k3 --side_by_side \
         --out=results/ferplus_annotators
 
