@@ -225,17 +225,22 @@ def paired_gain(row: Mapping, baseline: Mapping | None) -> str:
     """Average-F1 gain over the Baseline, paired by seed (a seed fixes the label draw, the validation split
     and the random seed of every method alike): mean ± sample std of the per-seed differences on the seeds both
     rows hold, with how many of them are positive, e.g. ``+1.1 ± 1.9 (4/5 > 0)``."""
-    if baseline is None:
+    diffs = paired_differences(row, baseline)
+    if not len(diffs):
         return "–"
-    common = sorted(set(row["seed_average"]) & set(baseline["seed_average"]))
-    if not common:
-        return "–"
-    diffs = np.array([row["seed_average"][s] - baseline["seed_average"][s] for s in common])
     if row is baseline:
         return "+0.0"
-    if len(common) == 1:
+    if len(diffs) == 1:
         return f"{diffs[0]:+.1f}"
-    return f"{diffs.mean():+.1f} ± {diffs.std(ddof=1):.1f} ({int((diffs > 0).sum())}/{len(common)} > 0)"
+    return f"{diffs.mean():+.1f} ± {diffs.std(ddof=1):.1f} ({int((diffs > 0).sum())}/{len(diffs)} > 0)"
+
+
+def paired_differences(row: Mapping, baseline: Mapping | None) -> np.ndarray:
+    """Per-seed average-F1 differences to the Baseline, on the seeds both rows hold."""
+    if baseline is None:
+        return np.zeros(0)
+    common = sorted(set(row["seed_average"]) & set(baseline["seed_average"]))
+    return np.array([row["seed_average"][s] - baseline["seed_average"][s] for s in common])
 
 
 def _fmt(mean: float, std: float, n: int) -> str:
@@ -446,12 +451,15 @@ def save_side_by_side_figure(tables: Sequence[Mapping], path: Path) -> None:
         std = np.array([rows[l]["std"][-1] if l in rows else np.nan for l in labels])
         name = Path(table["directories"][0]).name
         ax_avg.barh(y, avg, height, xerr=std, capsize=2, label=name, alpha=0.85)
-        if base is not None:
-            ax_gain.barh(y, avg - base["mean"][-1], height, xerr=std, capsize=2, label=name, alpha=0.85)
+        if base is not None:  # the table's Δ: paired by seed
+            diffs = [paired_differences(rows[l], base) if l in rows else np.zeros(0) for l in labels]
+            gain = np.array([d.mean() if len(d) else np.nan for d in diffs])
+            spread = np.array([d.std(ddof=1) if len(d) > 1 else 0.0 for d in diffs])
+            ax_gain.barh(y, gain, height, xerr=spread, capsize=2, label=name, alpha=0.85)
     ax_avg.set_yticks(np.arange(len(labels)), labels, fontsize=8)
     ax_avg.set_ylim(len(labels) - 0.5, -0.5)
     ax_avg.set_xlabel("test average F1 (%), mean ± std over seeds")
-    ax_gain.set_xlabel("gain over the setting's Baseline (points)")
+    ax_gain.set_xlabel("gain over the setting's Baseline (points), paired by seed: mean ± std")
     ax_gain.axvline(0.0, color="black", linewidth=0.8)
     for ax in (ax_avg, ax_gain):
         ax.grid(axis="x", alpha=0.3)
