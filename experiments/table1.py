@@ -158,6 +158,11 @@ def build_table(directories: Sequence[Path], methods: Sequence[str] = (), seeds:
     comparison can then take its reference rows from another experiment's folder, on the same seeds.
     """
     runs = [run for d in directories for run in read_runs(Path(d))]
+    for name, wanted, held in (("methods", set(methods), {run["method"] for run in runs}),
+                               ("seeds", set(seeds), {int(run["seed"]) for run in runs})):
+        if wanted - held:  # a typo would otherwise drop a row without a word
+            raise ValueError(f"{name} {sorted(wanted - held)} have no finished run in "
+                             f"{[str(d) for d in directories]} (they hold {sorted(held)})")
     if methods:
         runs = [run for run in runs if run["method"] in set(methods)]
     if seeds:
@@ -216,9 +221,11 @@ def build_table(directories: Sequence[Path], methods: Sequence[str] = (), seeds:
     datasets = sorted({str(r.get("dataset")) for r in runs})
     thresholds = sorted({r["decision_threshold"] for r in runs if r.get("decision_threshold") is not None})
     ceilings = sorted({r["oracle_average_f1"] for r in runs if r.get("oracle_average_f1") is not None})
+    setting = json.loads(next(iter(across)))
     return {"tasks": tasks, "decision_thresholds": thresholds, "oracle_average_f1": ceilings, "rows": rows,
             "datasets": datasets, "drop_early_stopping": drop_es, "directories": [str(d) for d in directories],
-            "methods": list(methods), "seeds": sorted(seeds)}
+            "methods": list(methods), "seeds": sorted(seeds),
+            "setting": ", ".join(f"{k}={v}" for k, v in sorted(setting.items()))}
 
 
 def paired_gain(row: Mapping, baseline: Mapping | None) -> str:
@@ -387,25 +394,25 @@ def save_figure(table: Mapping, path: Path) -> None:
 
 
 def _setting_name(table: Mapping) -> str:
-    """The data setting of a table's runs, e.g. ``annotators=1, threshold=2, decision_threshold=0.15``."""
+    """A table's folder and data setting, e.g. ``ferplus_k1 (annotators=1, decision_threshold=0.15, threshold=2)``."""
     return Path(table["directories"][0]).name + (f" ({table['setting']})" if table.get("setting") else "")
 
 
 def build_side_by_side(directories: Sequence[Path], methods: Sequence[str] = (), seeds: Sequence[int] = ()) -> list[dict]:
     """One table per directory, each its own data setting (e.g. k = 1 and k = 3 annotators)."""
-    tables = []
-    for directory in directories:
-        table = build_table([directory], methods, seeds)
-        kwargs = {k: v for run in read_runs(Path(directory)) for k, v in (run.get("dataset_kwargs") or {}).items()}
-        table["setting"] = ", ".join(f"{k}={v}" for k, v in sorted(kwargs.items()))
-        tables.append(table)
-    return tables
+    return [build_table([directory], methods, seeds) for directory in directories]
+
+
+def _row_labels(tables: Sequence[Mapping]) -> list[str]:
+    """Every row label of the tables, in first-seen order."""
+    labels: list[str] = []
+    for table in tables:
+        labels += [r["label"] for r in table["rows"] if r["label"] not in labels]
+    return labels
 
 
 def side_by_side_markdown(tables: Sequence[Mapping]) -> str:
-    labels = []
-    for table in tables:
-        labels += [r["label"] for r in table["rows"] if r["label"] not in labels]
+    labels = _row_labels(tables)
     names = [Path(t["directories"][0]).name for t in tables]
     lines = ["# Average F1 by data setting", "",
              "Test average F1 in percent, mean ± std over seeds (sample std), and the gain over each "
@@ -416,11 +423,11 @@ def side_by_side_markdown(tables: Sequence[Mapping]) -> str:
         lines.append(f"- {_setting_name(table)}" + (f"; ceiling {ceiling} average F1" if ceiling else ""))
     header = ["Method"] + [f"{n}: Avg. | Δ | seeds" for n in names]
     lines += ["", "| " + " | ".join(header) + " |", "|---|" + "---:|---:|---:|" * len(tables)]
+    by_label = [{r["label"]: r for r in table["rows"]} for table in tables]
     for label in labels:
         cells = []
-        for table in tables:
-            row = next((r for r in table["rows"] if r["label"] == label), None)
-            base = next((r for r in table["rows"] if r["label"] == "Baseline"), None)
+        for rows in by_label:
+            row, base = rows.get(label), rows.get("Baseline")
             if row is None:
                 cells += ["–", "–", "0"]
                 continue
@@ -437,9 +444,7 @@ def save_side_by_side_figure(tables: Sequence[Mapping], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = []
-    for table in tables:
-        labels += [r["label"] for r in table["rows"] if r["label"] not in labels]
+    labels = _row_labels(tables)
     fig, (ax_avg, ax_gain) = plt.subplots(1, 2, figsize=(11, 0.5 * len(labels) * len(tables) + 2.0),
                                           sharey=True, constrained_layout=True)
     height = 0.8 / len(tables)

@@ -402,7 +402,11 @@ def test_table1_on_fake_runs(tmp_path):
     assert labels == ["Baseline", "Quantization", "Quantization [heads W4/A4]"]  # no Pruning, no seed-0-only W2/A4
     assert "| Quantization [heads W4/A4] | 20.0 | 40.0 | 30.0 | -50.0 |" in text  # vs Baseline seed 1: (70+90)/2
     assert "methods early_stopping, quantization+early_stopping only, seeds 1 only" in text
-    assert table1.main([str(exp), "--seeds=7"]) == 2  # nothing left: a clear error, no table written
+    before = (exp / "table1.md").read_text()
+    assert table1.main([str(exp), "--seeds=7"]) == 2  # a seed with no run: a clear error, no table written
+    with pytest.raises(ValueError, match=r"methods \['quantisation'\] have no finished run"):
+        table1.build_table([exp], methods=["early_stopping", "quantisation"])  # a typo does not drop a row silently
+    assert (exp / "table1.md").read_text() == before
     with pytest.raises(SystemExit):
         table1.main([str(exp), "--seeds=one"])
 
