@@ -38,11 +38,15 @@ flags.DEFINE_list("noise_rates", ["0.4"], "Noise rates s in [0, 1] (ignored for 
 flags.DEFINE_list("seeds", ["0"], "Seeds.")
 flags.DEFINE_integer("epochs", 20, "Epochs per run.")
 flags.DEFINE_integer("batch_size", 128, "Batch size.")
-flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate.")
+flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate (the peak, under a schedule).")
+flags.DEFINE_enum("lr_schedule", "constant", ["constant", "cosine"],
+                  "Learning-rate schedule: constant, or cosine decay to 0 at the last step.")
 flags.DEFINE_integer("train_size", 0, "Training examples drawn from the training set (0: all).")
 flags.DEFINE_float("validation_fraction", 0.1, "Share of the training examples held out for validation.")
 flags.DEFINE_enum("validation_labels", "noisy", ["noisy", "clean"], "Labels of the validation split.")
-flags.DEFINE_bool("augment", False, "Random crop and flip (the paper mentions none).")
+flags.DEFINE_enum("augment", "none", ["none", "flip", "crop_flip", "false", "true"],
+                  "Training augmentation: none, flip, or crop_flip (4-pixel pad + crop, flip); the paper "
+                  "mentions none. true/false are the older spellings of crop_flip/none.")
 flags.DEFINE_integer("eval_train_size", 10000, "Training examples scored each epoch for memorization.")
 flags.DEFINE_string("dataset_kwargs", "", "Dataset options, key=value,... (e.g. annotators=1 for FER+).")
 flags.DEFINE_string("cifar10_dir", None, "Offline CIFAR-10 in the official binary layout "
@@ -84,8 +88,10 @@ def build_grid():
         experiment=FLAGS.experiment, dataset=FLAGS.dataset, model=FLAGS.model,
         model_kwargs=grid.parse_assignments(FLAGS.model_kwargs) if FLAGS.model_kwargs else {},
         epochs=FLAGS.epochs, batch_size=FLAGS.batch_size, learning_rate=FLAGS.learning_rate,
+        lr_schedule=FLAGS.lr_schedule,
         train_size=FLAGS.train_size, validation_fraction=FLAGS.validation_fraction,
-        validation_labels=FLAGS.validation_labels, augment=FLAGS.augment, eval_train_size=FLAGS.eval_train_size,
+        validation_labels=FLAGS.validation_labels,
+        augment={"true": "crop_flip", "false": "none"}.get(FLAGS.augment, FLAGS.augment), eval_train_size=FLAGS.eval_train_size,
         dataset_kwargs=grid.parse_assignments(FLAGS.dataset_kwargs) if FLAGS.dataset_kwargs else {},
         jit_compile=FLAGS.jit_compile, deterministic=FLAGS.deterministic, strategy=FLAGS.strategy,
         precision=FLAGS.precision,
@@ -126,6 +132,8 @@ def changed_settings(run_dir: Path, config) -> list[str]:
     if not path.exists():
         return []
     stored, current = results.read_json(path), config.to_dict()
+    if isinstance(stored.get("augment"), bool):  # older spelling of the same setting
+        stored["augment"] = "crop_flip" if stored["augment"] else "none"
     changed = [k for k in stored if k != "hparams" and stored[k] != current.get(k)]
     changed += [f"hparams.{k}" for k, v in stored.get("hparams", {}).items()
                 if v != current["hparams"].get(k)]
@@ -188,8 +196,10 @@ def main(argv):
         try:
             final = train(config, run_dir, paths, verbose=FLAGS.verbose)
             metric = final.get("average_f1") if final.get("average_f1") is not None else final["test_accuracy"]
+            gap = final.get("last_mode_gap")
             print(f"[{i}/{len(todo)}] done in {time.time() - start:.0f}s: headline={metric:.4f} "
-                  f"last5={final['test_accuracy_last5']:.4f} peak RSS {peak_rss_mib():.0f} MiB", flush=True)
+                  + (f"train/inference-mode gap={gap:+.4f} " if gap is not None else "")
+                  + f"peak RSS {peak_rss_mib():.0f} MiB", flush=True)
         except RunFailed as error:
             failures += 1
             print(f"[{i}/{len(todo)}] FAILED: {error}", flush=True)

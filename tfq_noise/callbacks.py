@@ -20,20 +20,63 @@ def predict_logits(model, images: np.ndarray, mean, std, batch_size: int = 512) 
     return model.predict(dataset.map(lambda x, y: x), verbose=0)
 
 
-class EpochEvaluation(keras.callbacks.Callback):
-    """Adds clean test metrics, validation metrics and memorization to each epoch's logs."""
+def training_mode_logits(model, images: np.ndarray, mean, std, batch_size: int, call=None) -> np.ndarray:
+    """Logits of ``model(x, training=True)`` (BatchNorm on batch statistics, dropout on, activation ranges
+    from the batch), in batches of ``batch_size`` as in training, without changing the model.
 
-    def __init__(self, data, batch_size: int = 512, eval_train_size: int = 10_000):
+    Every non-trainable variable (BatchNorm moving statistics, quantizer ranges, pruning masks) is
+    restored afterwards, so the measurement leaves no trace on the model being trained.
+    """
+    import tensorflow as tf
+
+    from tfq_noise.data.pipeline import make_dataset
+
+    labels = np.zeros(len(images), np.int64)
+    dataset = make_dataset(images, labels, batch_size, training=False, mean=mean, std=std, cache=False)
+    call = call or tf.function(lambda x: model(x, training=True))
+    state = [v.numpy() for v in model.non_trainable_weights]
+    try:
+        return np.concatenate([np.asarray(call(x), np.float32) for x, _ in dataset])
+    finally:
+        for variable, value in zip(model.non_trainable_weights, state):
+            variable.assign(value)
+
+
+class EpochEvaluation(keras.callbacks.Callback):
+    """Adds clean test metrics, validation metrics and memorization to each epoch's logs.
+
+    Memorization is measured on a fixed subset of the training images twice: in inference mode (what
+    the deployed model does) and in training mode (``trainmode_*``: what the loss sees, BatchNorm on
+    batch statistics). ``mode_gap`` is training-mode minus inference-mode accuracy on the noisy labels
+    of the same images: large when BatchNorm's moving statistics have not settled.
+    """
+
+    def __init__(self, data, batch_size: int = 512, eval_train_size: int = 10_000, train_batch_size: int = 128):
         super().__init__()
         self.data = data
         self.batch_size = batch_size
+        self.train_batch_size = train_batch_size
         n = len(data.train_images)
         # A fixed subset of the training set: scoring all of it every epoch costs too much.
         order = np.random.default_rng(0).permutation(n)[: min(n, eval_train_size) if eval_train_size else 0]
         self.train_subset = np.sort(order)
+        self._training_call = None
+
+    def set_model(self, model):
+        super().set_model(model)
+        self._training_call = None
 
     def _logits(self, images):
         return predict_logits(self.model, images, self.data.mean, self.data.std, self.batch_size)
+
+    def _training_mode_logits(self, images):
+        import tensorflow as tf
+
+        if self._training_call is None:
+            model = self.model
+            self._training_call = tf.function(lambda x: model(x, training=True))
+        return training_mode_logits(self.model, images, self.data.mean, self.data.std, self.train_batch_size,
+                                    self._training_call)
 
     def evaluate(self) -> dict:
         data, task = self.data, self.data.task
@@ -42,8 +85,13 @@ class EpochEvaluation(keras.callbacks.Callback):
             out.update(task.score(self._logits(data.val_images), data.val_labels, "val_", data.val_weights))
         if len(self.train_subset):
             s = self.train_subset
-            out.update(task.memorization(self._logits(data.train_images[s]), data.train_labels[s],
-                                         data.train_clean_labels[s], data.train_corrupted[s]))
+            images, labels = data.train_images[s], data.train_labels[s]
+            out.update(task.memorization(self._logits(images), labels, data.train_clean_labels[s],
+                                         data.train_corrupted[s]))
+            in_training_mode = task.memorization(self._training_mode_logits(images), labels,
+                                                 data.train_clean_labels[s], data.train_corrupted[s])
+            out.update({f"trainmode_{k}": v for k, v in in_training_mode.items()})
+            out["mode_gap"] = out["trainmode_train_noisy_accuracy"] - out["train_noisy_accuracy"]
         return out
 
     def on_epoch_end(self, epoch, logs=None):

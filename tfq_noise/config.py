@@ -9,6 +9,7 @@ from typing import Any, Mapping
 
 from tfq_noise import methods
 from tfq_noise.data import cifar10n
+from tfq_noise.data.pipeline import AUGMENTATIONS
 
 VALIDATION_LABELS = ("noisy", "clean")
 # Noise that comes with the data (human annotators), so it has no rate.
@@ -16,6 +17,8 @@ RATELESS_NOISE_TYPES = tuple(cifar10n.NOISE_TYPES) + ("annotators", "original")
 STRATEGIES = ("default", "mirrored", "one_device")
 # mixed_bfloat16 computes in bfloat16 (fast on CPUs with AVX512-BF16), keeps float32 weights.
 PRECISIONS = ("float32", "mixed_bfloat16")
+# constant: the learning rate throughout; cosine: decayed per step from it to 0 at the last step.
+LR_SCHEDULES = ("constant", "cosine")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,10 +37,11 @@ class RunConfig:
     epochs: int = 20
     batch_size: int = 128
     learning_rate: float = 1e-3
+    lr_schedule: str = "constant"
     train_size: int = 0  # 0: every training example
     validation_fraction: float = 0.1
     validation_labels: str = "noisy"
-    augment: bool = False
+    augment: str = "none"  # one of AUGMENTATIONS; True/False (older configs) mean crop_flip/none
     eval_train_size: int = 10_000  # training examples scored each epoch for memorization
     dataset_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     jit_compile: bool = False
@@ -48,6 +52,12 @@ class RunConfig:
     def __post_init__(self):
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", self.experiment):
             raise ValueError(f"experiment name {self.experiment!r} may only hold letters, digits, '_', '.', '-'")
+        if isinstance(self.augment, bool):
+            object.__setattr__(self, "augment", "crop_flip" if self.augment else "none")
+        if self.augment not in AUGMENTATIONS:
+            raise ValueError(f"augment must be one of {AUGMENTATIONS}, got {self.augment!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
         methods.resolve(self.method, self.hparams)  # raises on a bad method or hyper-parameter
         check_model_arguments(self.model, self.model_kwargs)
         if not 0.0 <= self.noise_rate <= 1.0:
@@ -105,6 +115,7 @@ class RunConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         data = dict(data)
         data.setdefault("precision", "float32")  # runs written before the field existed
+        data.setdefault("lr_schedule", "constant")
         unknown = set(data) - names
         if unknown:
             raise ValueError(f"unknown run config keys: {sorted(unknown)}")

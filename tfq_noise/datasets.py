@@ -40,6 +40,8 @@ class RunData:
     train_weights: np.ndarray | None = None  # known-label mask (BP4D)
     test_weights: np.ndarray | None = None
     val_weights: np.ndarray | None = None
+    train_index: np.ndarray | None = None  # positions of the examples in the dataset's training set
+    val_index: np.ndarray | None = None
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -104,6 +106,8 @@ def prepare_cifar10(config: RunConfig, paths: DataPaths) -> RunData:
         test_labels=data.test.labels,
         mean=np.asarray(mean, np.float32),
         std=np.asarray(std, np.float32),
+        train_index=train_idx,
+        val_index=val_idx,
         info={
             "source": data.source,
             "caveat": data.caveat,

@@ -179,7 +179,7 @@ class LazyImages:
         """Every image decoded: uint8 [N, H, W, C]."""
         return self._decode_paths(self.paths)
 
-    def make_dataset(self, labels, batch_size: int, training: bool, augment: bool = False, seed: int = 0,
+    def make_dataset(self, labels, batch_size: int, training: bool, augment=False, seed: int = 0,
                      mean=None, std=None, cache: bool = True, sample_weights=None, drop_remainder: bool = False):
         """Like :func:`pipeline.make_dataset`, decoding files in the pipeline (``cache`` is ignored)."""
         del cache  # a BP4D training set does not fit in memory
@@ -200,12 +200,7 @@ class LazyImages:
         dataset = dataset.map(lambda path, *rest: (decode(path), *rest),
                               num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
-        if augment:
-            batch_seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
-            dataset = tf.data.Dataset.zip((dataset, batch_seeds)).map(
-                lambda batch, s: (pipeline.random_crop_and_flip(batch[0], tf.stack([s, tf.constant(0, tf.int64)])),)
-                + tuple(batch[1:]),
-                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        dataset = pipeline.augment_batches(dataset, augment, seed)
         dataset = dataset.map(lambda x, *rest: (pipeline.normalize(x, mean, std), *rest),
                               num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         return dataset.prefetch(tf.data.AUTOTUNE)

@@ -9,6 +9,8 @@
 * ``failed.json`` — instead of ``final.json`` when the run stopped on an error
   such as a NaN loss;
 * ``provenance.json`` — commit, package versions, machine, data source;
+* ``predictions.npz`` — the final model's class probabilities (float16) on the
+  training, validation and test sets, with their labels (about 1 MB);
 * ``model.weights.h5`` and ``checkpoints/`` — never committed.
 """
 
@@ -30,6 +32,7 @@ CONFIG = "config.json"
 HISTORY = "history.csv"
 PROVENANCE = "provenance.json"
 WEIGHTS = "model.weights.h5"
+PREDICTIONS = "predictions.npz"
 CHECKPOINTS = "checkpoints"
 
 # Keys every final.json holds (multi-label runs add per_task_f1 and average_f1).
@@ -66,6 +69,25 @@ def atomic_write_text(path: Path, text: str) -> None:
 def atomic_save_figure(fig, path: Path, **savefig_kwargs) -> None:
     """Saves a matplotlib figure atomically (the suffix tells matplotlib the format)."""
     atomic_write(path, lambda tmp: fig.savefig(tmp, **savefig_kwargs), suffix=Path(path).suffix)
+
+
+def write_npz(path: Path, arrays: Mapping[str, Any]) -> None:
+    """A compressed ``.npz`` of plain arrays, written atomically (read it with ``allow_pickle=False``)."""
+    import numpy as np
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, **{k: np.asarray(v) for k, v in arrays.items()})
+
+    atomic_write(path, write, suffix=".npz")
+
+
+def read_npz(path: Path) -> dict:
+    """The arrays of an ``.npz`` written by :func:`write_npz`; object arrays (pickles) are refused."""
+    import numpy as np
+
+    with np.load(path, allow_pickle=False) as data:
+        return {k: data[k] for k in data.files}
 
 
 def write_json(path: Path, data: Mapping[str, Any]) -> None:

@@ -34,6 +34,24 @@ class TrainContext:
     checkpoint_dir: Path
     validation_metric: str
     selection_start_epoch: int = 0
+    learning_rate_sum: float | None = None  # sum of the learning rate over every training step
+
+
+def learning_rate(config: RunConfig, steps_per_epoch: int):
+    """The optimizer's learning rate: a number (constant) or a per-step schedule (cosine to 0)."""
+    if config.lr_schedule == "cosine":
+        return keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=config.epochs * steps_per_epoch,
+                                                      alpha=0.0)
+    return config.learning_rate
+
+
+def learning_rate_sum(config: RunConfig, steps_per_epoch: int) -> float:
+    """Σ_t lr_t over the run's steps (what decoupled weight decay multiplies): lr·T, or lr·T/2 for cosine."""
+    steps = config.epochs * steps_per_epoch
+    if config.lr_schedule == "cosine":
+        t = np.arange(steps, dtype=np.float64)
+        return float(np.sum(config.learning_rate * 0.5 * (1.0 + np.cos(np.pi * t / steps))))
+    return float(config.learning_rate * steps)
 
 
 class RunFailed(RuntimeError):
@@ -65,9 +83,45 @@ def build_run_model(config: RunConfig, input_shape, num_outputs: int, steps_per_
         keras.mixed_precision.set_global_policy(previous)
 
 
+# Metrics of the final model, taken from the last history row (or measured again on the selected model).
+FINAL_METRIC_PREFIXES = ("test_", "val_", "train_", "trainmode_", "memorized", "corrected", "mode_gap")
+
+
+def write_predictions(model, data: RunData, path: Path) -> None:
+    """The final model's class probabilities on the training, validation and test sets (float16 ``.npz``).
+
+    With the labels (noisy and clean) and, where known, the examples' indices in the dataset's training
+    set, a label-error analysis or a peer method can reuse the run without its weights.
+    """
+    from tfq_noise.callbacks import predict_logits
+
+    def probabilities(images):
+        logits = np.asarray(predict_logits(model, images, data.mean, data.std), np.float64)
+        if data.task.multilabel:
+            return (1.0 / (1.0 + np.exp(-logits))).astype(np.float16)
+        shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+        return (shifted / shifted.sum(axis=-1, keepdims=True)).astype(np.float16)
+
+    arrays = {
+        "train_probs": probabilities(data.train_images),
+        "train_labels": np.asarray(data.train_labels),
+        "train_clean_labels": np.asarray(data.train_clean_labels),
+        "train_corrupted": np.asarray(data.train_corrupted, bool),
+        "test_probs": probabilities(data.test_images),
+        "test_labels": np.asarray(data.test_labels),
+    }
+    if len(data.val_images):
+        arrays.update(val_probs=probabilities(data.val_images), val_labels=np.asarray(data.val_labels))
+    for name in ("train_index", "val_index"):
+        if getattr(data, name, None) is not None:
+            arrays[name] = np.asarray(getattr(data, name), np.int64)
+    results.write_npz(path, arrays)
+
+
 def _summary(config: RunConfig, history: list[dict], final_eval: dict, task, wall_seconds: float,
              data: RunData, best_epoch) -> dict:
     headline = task.headline_metric
+    selects = config.recipe.selects_best_epoch()
     series = [row[headline] for row in history if row.get(headline) is not None]
     accuracy = [row["test_accuracy"] for row in history if row.get("test_accuracy") is not None]
     final = {
@@ -85,7 +139,9 @@ def _summary(config: RunConfig, history: list[dict], final_eval: dict, task, wal
         "epochs_trained": len(history),
         "selected_epoch": best_epoch if best_epoch is not None else len(history) - 1,
         "test_accuracy": final_eval.get("test_accuracy"),
-        "test_accuracy_last5": float(np.mean(accuracy[-5:])) if accuracy else None,
+        # A method that selects an epoch discards the others: no average over them.
+        "test_accuracy_last5": float(np.mean(accuracy[-5:])) if accuracy and not selects else None,
+        "last_epoch_test_accuracy": accuracy[-1] if accuracy else None,
         "best_test_accuracy": float(np.max(accuracy)) if accuracy else None,
         "wall_seconds": round(wall_seconds, 1),
         "realized_flip_rate": data.info.get("train_flip_rate"),
@@ -97,15 +153,17 @@ def _summary(config: RunConfig, history: list[dict], final_eval: dict, task, wal
     }
     if task.multilabel:
         final["average_f1"] = final_eval.get("test_average_f1")
-        final["average_f1_last5"] = float(np.mean(series[-5:])) if series else None
+        final["average_f1_last5"] = float(np.mean(series[-5:])) if series and not selects else None
         final["per_task_f1"] = {name: final_eval.get(f"test_f1_{name}") for name in task.task_names}
         final["decision_threshold"] = task.threshold
         if data.info.get("oracle_average_f1") is not None:  # the F1 ceiling of this threshold (FER+)
             final["oracle_average_f1"] = data.info["oracle_average_f1"]
             final["oracle_per_task_f1"] = data.info["oracle_per_task_f1"]
-    for key in ("memorized", "corrected", "train_noisy_accuracy"):
-        if history and key in history[-1]:
-            final[f"last_{key}"] = history[-1][key]
+    # Memorization of the final model (the selected epoch's for early stopping), in both modes.
+    for key in ("memorized", "corrected", "train_noisy_accuracy", "trainmode_memorized", "trainmode_corrected",
+                "trainmode_train_noisy_accuracy", "mode_gap"):
+        if final_eval.get(key) is not None:
+            final[f"last_{key}"] = final_eval[key]
     return final
 
 
@@ -131,11 +189,12 @@ def train(config: RunConfig, run_dir: str | Path, paths: DataPaths | None = None
     checkpoint_dir = run_dir / results.CHECKPOINTS
     recipe = config.recipe
     context = TrainContext(config.epochs, steps_per_epoch, checkpoint_dir, task.validation_metric,
-                           recipe.selection_start_epoch(config.epochs))
+                           recipe.selection_start_epoch(config.epochs), learning_rate_sum(config, steps_per_epoch))
     strategy = make_strategy(config.strategy)
     with strategy.scope():
         model = build_run_model(config, data.input_shape, task.num_classes, steps_per_epoch)
-        optimizer = recipe.optimizer(config.learning_rate) or keras.optimizers.Adam(config.learning_rate)
+        lr = learning_rate(config, steps_per_epoch)
+        optimizer = recipe.optimizer(lr, context) or keras.optimizers.Adam(lr)
         model.compile(optimizer=optimizer, loss=task.loss(recipe.label_smoothing()),
                       metrics=task.fit_metrics(), jit_compile=config.jit_compile)
 
@@ -144,7 +203,7 @@ def train(config: RunConfig, run_dir: str | Path, paths: DataPaths | None = None
                             sample_weights=data.train_weights)
     nan_guard = NanGuard()
     callbacks = [
-        EpochEvaluation(data, eval_train_size=config.eval_train_size),
+        EpochEvaluation(data, eval_train_size=config.eval_train_size, train_batch_size=config.batch_size),
         *recipe.callbacks(context),
         nan_guard,
         HistoryWriter(run_dir / results.HISTORY),
@@ -166,13 +225,15 @@ def train(config: RunConfig, run_dir: str | Path, paths: DataPaths | None = None
     if recipe.selects_best_epoch():
         state_path = checkpoint_dir / "best_epoch.json"
         best_epoch = results.read_json(state_path)["best_epoch"] if state_path.exists() else None
-        final_eval = EpochEvaluation(data, eval_train_size=0)
-        final_eval.set_model(model)  # best weights were restored at train end
-        final_eval = final_eval.evaluate()
+        evaluation = EpochEvaluation(data, eval_train_size=config.eval_train_size, train_batch_size=config.batch_size)
+        evaluation.set_model(model)  # best weights were restored at train end
+        final_eval = evaluation.evaluate()
     else:
-        final_eval = {k: v for k, v in history[-1].items() if k.startswith(("test_", "val_"))}
+        final_eval = {k: v for k, v in history[-1].items() if k.startswith(FINAL_METRIC_PREFIXES)}
     model.save_weights(run_dir / results.WEIGHTS)
+    write_predictions(model, data, run_dir / results.PREDICTIONS)
     final = _summary(config, history, final_eval, task, time.time() - start, data, best_epoch)
+    final.update(recipe.summary(context))
     results.write_json(run_dir / results.FINAL, final)
     shutil.rmtree(checkpoint_dir / "backup", ignore_errors=True)
     return final

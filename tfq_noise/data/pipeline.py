@@ -20,6 +20,17 @@ import tfq_noise  # noqa: F401  (selects tf_keras before TensorFlow is imported)
 import tensorflow as tf
 
 AUGMENT_PADDING = 4
+# Training-time augmentations by name: none, horizontal flip, 4-pixel pad + crop and flip.
+AUGMENTATIONS = ("none", "flip", "crop_flip")
+
+
+def augmentation_mode(augment) -> str:
+    """The augmentation's name; ``True``/``False`` (older configs) mean ``crop_flip``/``none``."""
+    if isinstance(augment, bool) or augment is None:
+        return "crop_flip" if augment else "none"
+    if augment not in AUGMENTATIONS:
+        raise ValueError(f"augment must be one of {AUGMENTATIONS} (or a bool), got {augment!r}")
+    return augment
 
 
 def channel_stats(images: np.ndarray, chunk_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
@@ -99,6 +110,24 @@ def random_crop_and_flip(images: tf.Tensor, seed: tf.Tensor, padding: int = AUGM
     return tf.gather(cropped, cols, axis=2, batch_dims=1)
 
 
+def augment_batches(dataset: tf.data.Dataset, augment, seed: int) -> tf.data.Dataset:
+    """Applies the named augmentation to each batch's images (first element); ``none`` returns ``dataset``.
+
+    One fresh stateless seed per batch: different every epoch, the same sequence on every run.
+    """
+    mode = augmentation_mode(augment)
+    if mode == "none":
+        return dataset
+    padding = AUGMENT_PADDING if mode == "crop_flip" else 0  # no padding: the crop is the image, a flip only
+    batch_seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+    return tf.data.Dataset.zip((dataset, batch_seeds)).map(
+        lambda batch, s: (random_crop_and_flip(batch[0], tf.stack([s, tf.constant(0, tf.int64)]), padding),)
+        + tuple(batch[1:]),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    )
+
+
 def check_dataset_arguments(n: int, channels: int, labels: np.ndarray, batch_size, training: bool, augment: bool,
                             mean, std) -> None:
     """Raises ValueError for arguments of :func:`make_dataset` that do not fit ``n`` images."""
@@ -108,8 +137,8 @@ def check_dataset_arguments(n: int, channels: int, labels: np.ndarray, batch_siz
         raise ValueError(f"labels must be [N] or [N, K] with N={n}, got {labels.shape}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    if augment and not training:
-        raise ValueError("augment=True needs training=True: evaluation data is never augmented")
+    if augmentation_mode(augment) != "none" and not training:
+        raise ValueError("augmentation needs training=True: evaluation data is never augmented")
     validate_stats(mean, std, channels)
 
 
@@ -118,7 +147,7 @@ def make_dataset(
     labels: np.ndarray,
     batch_size: int,
     training: bool,
-    augment: bool = False,
+    augment: bool | str = False,
     seed: int = 0,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
@@ -133,8 +162,10 @@ def make_dataset(
       labels: int [N] class ids or float [N, K] multi-label targets.
       batch_size: examples per batch.
       training: shuffle (seeded, reshuffled every epoch) and allow augmentation.
-      augment: random crop with 4-pixel zero padding + horizontal flip. Off by
-        default since the paper does not mention augmentation; needs training=True.
+      augment: ``none``, ``flip`` (horizontal, half the images) or ``crop_flip``
+        (random crop with 4-pixel zero padding + flip); ``True``/``False`` mean
+        ``crop_flip``/``none``. Off by default since the paper mentions none;
+        needs training=True.
       seed: seed of the shuffle and the augmentation.
       mean, std: per-channel statistics in pixel units, normally
         ``channel_stats(train_images)`` for train and test alike. If both are None,
@@ -176,15 +207,7 @@ def make_dataset(
     if training:
         dataset = dataset.shuffle(n, seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
-    if augment:
-        # One fresh seed per batch, different every epoch, same sequence every run.
-        batch_seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
-        dataset = tf.data.Dataset.zip((dataset, batch_seeds)).map(
-            lambda batch, s: (random_crop_and_flip(batch[0], tf.stack([s, tf.constant(0, tf.int64)])),)
-            + tuple(batch[1:]),
-            num_parallel_calls=tf.data.AUTOTUNE,
-            deterministic=True,
-        )
+    dataset = augment_batches(dataset, augment, seed)
     dataset = dataset.map(
         lambda x, *rest: (normalize(x, mean, std), *rest),
         num_parallel_calls=tf.data.AUTOTUNE,

@@ -30,9 +30,13 @@ class Method:
         """Returns the model to train (e.g. a quantization-aware copy)."""
         return model
 
-    def optimizer(self, hp, learning_rate: float):
-        """An optimizer, or None to keep Adam."""
+    def optimizer(self, hp, learning_rate, context=None):
+        """An optimizer, or None to keep Adam. ``learning_rate`` is a number or a per-step schedule."""
         return None
+
+    def summary(self, hp, context) -> dict:
+        """Settings derived for this run (e.g. the effective weight decay), recorded in ``final.json``."""
+        return {}
 
     def label_smoothing(self, hp) -> float:
         return 0.0
@@ -84,11 +88,18 @@ class Recipe:
             model = method.transform_model(model, self.hparams, context)
         return model
 
-    def optimizer(self, learning_rate: float):
-        chosen = [o for o in (m.optimizer(self.hparams, learning_rate) for m in self.methods) if o is not None]
+    def optimizer(self, learning_rate, context=None):
+        chosen = [o for o in (m.optimizer(self.hparams, learning_rate, context) for m in self.methods)
+                  if o is not None]
         if len(chosen) > 1:
             raise ValueError(f"{self.name}: more than one method sets the optimizer")
         return chosen[0] if chosen else None
+
+    def summary(self, context) -> dict:
+        out = {}
+        for method in self.methods:
+            out.update(method.summary(self.hparams, context))
+        return out
 
     def label_smoothing(self) -> float:
         return max([m.label_smoothing(self.hparams) for m in self.methods] + [0.0])

@@ -14,9 +14,26 @@ cites (Molchanov et al.). This project removes the smallest.
   filter pruning for convolutions, hence this code.
 * ``unstructured``: tfmot's ``prune_low_magnitude`` (single weights) at
   constant sparsity ``prune_ratio`` from the same epoch on.
+
+``prune_criterion`` ranks the filters of a layer followed by BatchNorm:
+
+* ``l1`` (default, the paper's): the kernel's L1 norm. The BatchNorm that
+  follows divides the filter's output by its own standard deviation, so the
+  kernel's scale says little about the channel's contribution;
+* ``bn_gamma``: |γ| of that BatchNorm (network slimming, Liu et al. 2017), the
+  scale the channel actually leaves BatchNorm with;
+* ``gamma_l1``: |γ|·‖W‖₁.
+
+Layers without a following BatchNorm (Dense) are ranked by L1 under every
+criterion. The prune epoch is ``floor(prune_epoch_fraction · epochs)``, so
+with the default 0.5 at least as many epochs fine-tune the pruned network as
+trained it before; under a cosine schedule fine-tuning runs from half the peak
+learning rate down to zero.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import tensorflow_model_optimization as tfmot
@@ -44,12 +61,27 @@ def filter_l1_norms(kernel: np.ndarray) -> np.ndarray:
     return np.abs(kernel).reshape(-1, kernel.shape[-1]).sum(axis=0)
 
 
-def smallest_filters_mask(kernel: np.ndarray, ratio: float) -> np.ndarray:
-    """1 for kept filters, 0 for the ``round(ratio·n)`` with the smallest L1 norm (at least one kept)."""
+CRITERIA = ("l1", "bn_gamma", "gamma_l1")
+
+
+def filter_scores(kernel: np.ndarray, gamma: np.ndarray | None, criterion: str) -> np.ndarray:
+    """Per output filter, the importance ``criterion`` gives it (larger = kept first)."""
+    if criterion not in CRITERIA:
+        raise ValueError(f"prune_criterion must be one of {CRITERIA}, got {criterion!r}")
     norms = filter_l1_norms(kernel)
-    n_removed = min(int(round(ratio * norms.size)), norms.size - 1)
-    mask = np.ones(norms.size, dtype=kernel.dtype)
-    mask[np.argsort(norms, kind="stable")[:n_removed]] = 0
+    if gamma is None or criterion == "l1":
+        return norms
+    gamma = np.abs(np.asarray(gamma, np.float64))
+    return gamma if criterion == "bn_gamma" else gamma * norms
+
+
+def smallest_filters_mask(kernel: np.ndarray, ratio: float, scores: np.ndarray | None = None) -> np.ndarray:
+    """1 for kept filters, 0 for the ``round(ratio·n)`` with the smallest score (default: L1 norm;
+    at least one kept)."""
+    scores = filter_l1_norms(kernel) if scores is None else np.asarray(scores)
+    n_removed = min(int(round(ratio * scores.size)), scores.size - 1)
+    mask = np.ones(scores.size, dtype=kernel.dtype)
+    mask[np.argsort(scores, kind="stable")[:n_removed]] = 0
     return mask
 
 
@@ -60,9 +92,11 @@ class StructuredPruning(keras.callbacks.Callback):
     the filters that are exactly zero.
     """
 
-    def __init__(self, prune_epoch: int, ratio: float):
+    def __init__(self, prune_epoch: int, ratio: float, criterion: str = "l1"):
         super().__init__()
-        self.prune_epoch, self.ratio = prune_epoch, ratio
+        if criterion not in CRITERIA:
+            raise ValueError(f"prune_criterion must be one of {CRITERIA}, got {criterion!r}")
+        self.prune_epoch, self.ratio, self.criterion = prune_epoch, ratio, criterion
         self.masks = None  # list of (kernel, bias, bn_gamma, bn_beta, mask)
 
     def _targets(self):
@@ -77,7 +111,8 @@ class StructuredPruning(keras.callbacks.Callback):
             if from_zeros:
                 mask = (filter_l1_norms(kernel) > 0).astype(kernel.dtype)
             else:
-                mask = smallest_filters_mask(kernel, self.ratio)
+                gamma = bn.gamma.numpy() if bn is not None and bn.gamma is not None else None
+                mask = smallest_filters_mask(kernel, self.ratio, filter_scores(kernel, gamma, self.criterion))
             extra = [bias] + ([bn.gamma, bn.beta] if bn is not None else [])
             self.masks.append((layer.kernel, [v for v in extra if v is not None], mask))
         self.apply_masks()
@@ -99,7 +134,8 @@ class StructuredPruning(keras.callbacks.Callback):
 
 class Pruning(Method):
     name = "pruning"
-    defaults = {"prune_ratio": 0.75, "prune_structure": "filters", "prune_epoch_fraction": 0.5}
+    defaults = {"prune_ratio": 0.75, "prune_structure": "filters", "prune_epoch_fraction": 0.5,
+                "prune_criterion": "l1"}
     description = "magnitude pruning of a trained model, then fine-tuning"
     STRUCTURES = ("filters", "unstructured")
 
@@ -108,10 +144,13 @@ class Pruning(Method):
         _check_range(hp, "prune_epoch_fraction", 0.0, 1.0, high_open=True)
         if hp["prune_structure"] not in self.STRUCTURES:
             raise ValueError(f"prune_structure must be one of {self.STRUCTURES}, got {hp['prune_structure']!r}")
+        if hp["prune_criterion"] not in CRITERIA:
+            raise ValueError(f"prune_criterion must be one of {CRITERIA}, got {hp['prune_criterion']!r}")
 
     @staticmethod
     def prune_epoch(hp, epochs: int) -> int:
-        return int(round(hp["prune_epoch_fraction"] * epochs))
+        # Floor: with the default 0.5, fine-tuning gets at least as many epochs as training before it.
+        return int(math.floor(hp["prune_epoch_fraction"] * epochs))
 
     def selection_start_epoch(self, hp, epochs):
         # With early stopping, only pruned models may be kept.
@@ -130,4 +169,8 @@ class Pruning(Method):
     def callbacks(self, hp, context):
         if hp["prune_structure"] == "unstructured":
             return [tfmot.sparsity.keras.UpdatePruningStep()]
-        return [StructuredPruning(self.prune_epoch(hp, context.epochs), float(hp["prune_ratio"]))]
+        return [StructuredPruning(self.prune_epoch(hp, context.epochs), float(hp["prune_ratio"]),
+                                  hp["prune_criterion"])]
+
+    def summary(self, hp, context):
+        return {"prune_epoch": self.prune_epoch(hp, context.epochs)}
