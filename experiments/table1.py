@@ -44,7 +44,7 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from tfq_noise import results
+from tfq_noise import results, stats
 
 METHOD_LABELS = {
     "baseline": "Baseline",
@@ -232,22 +232,18 @@ def paired_gain(row: Mapping, baseline: Mapping | None) -> str:
     """Average-F1 gain over the Baseline, paired by seed (a seed fixes the label draw, the validation split
     and the random seed of every method alike): mean ± sample std of the per-seed differences on the seeds both
     rows hold, with how many of them are positive, e.g. ``+1.1 ± 1.9 (4/5 > 0)``."""
-    diffs = paired_differences(row, baseline)
-    if not len(diffs):
+    if baseline is None:
         return "–"
     if row is baseline:
-        return "+0.0"
-    if len(diffs) == 1:
-        return f"{diffs[0]:+.1f}"
-    return f"{diffs.mean():+.1f} ± {diffs.std(ddof=1):.1f} ({int((diffs > 0).sum())}/{len(diffs)} > 0)"
+        return "+0.0" if row["seed_average"] else "–"
+    return stats.Paired.of(stats.paired_differences(row["seed_average"], baseline["seed_average"])).text()
 
 
 def paired_differences(row: Mapping, baseline: Mapping | None) -> np.ndarray:
     """Per-seed average-F1 differences to the Baseline, on the seeds both rows hold."""
     if baseline is None:
         return np.zeros(0)
-    common = sorted(set(row["seed_average"]) & set(baseline["seed_average"]))
-    return np.array([row["seed_average"][s] - baseline["seed_average"][s] for s in common])
+    return np.array(list(stats.paired_differences(row["seed_average"], baseline["seed_average"]).values()))
 
 
 def _fmt(mean: float, std: float, n: int) -> str:

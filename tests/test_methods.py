@@ -459,6 +459,19 @@ def test_early_stopping_restores_the_best_validation_epoch(early_stopped):
     assert float(np.mean(logits.argmax(-1) == data.test_labels)) == pytest.approx(best["test_accuracy"], abs=1e-6)
 
 
+def test_early_stopping_reports_the_selected_model_only(early_stopped):
+    """No statistic averages the epochs early stopping discards; memorization and predictions are the
+    selected epoch's."""
+    final, best = early_stopped["final"], early_stopped["history"][1]
+    assert final["test_accuracy_last5"] is None
+    assert final["last_epoch_test_accuracy"] == early_stopped["history"][-1]["test_accuracy"]
+    assert final["last_memorized"] == pytest.approx(best["memorized"], abs=1e-9)
+    assert final["last_train_noisy_accuracy"] == pytest.approx(best["train_noisy_accuracy"], abs=1e-9)
+    predictions = results.read_npz(early_stopped["run_dir"] / results.PREDICTIONS)
+    accuracy = np.mean(predictions["test_probs"].argmax(-1) == predictions["test_labels"])
+    assert accuracy == pytest.approx(best["test_accuracy"], abs=2e-3)  # float16 probabilities: rare ties
+
+
 def test_early_stopping_composes_with_label_smoothing(early_stopped):
     assert early_stopped["data"].task.smoothing == [0.1]
 
@@ -563,3 +576,82 @@ def test_recipe_hparams_defaults_and_overrides():
     assert not methods.resolve("quantization").selects_best_epoch()
     name = make_config("quantization", {"weight_bits": 2}).run_name
     assert "weight_bits-2" in name and make_config("quantization").run_name != name
+
+
+# --------------------------------------------------------------------------------------
+# Fair settings: weight decay matched to the paper's total shrinkage, pruning criteria
+# --------------------------------------------------------------------------------------
+
+
+def test_paper_total_weight_decay_matches_the_papers_shrinkage():
+    """Over the run, exp(-wd·Σlr) equals the paper's exp(-0.01·1e-3·200·352) whatever the schedule's length."""
+    from tfq_noise.methods.regularizers import PAPER_LOG_SHRINKAGE
+    from tfq_noise.train import learning_rate_sum
+
+    assert PAPER_LOG_SHRINKAGE == pytest.approx(0.704)
+    method = methods.METHODS["weight_decay"]
+    for schedule, epochs in (("cosine", 20), ("constant", 15)):
+        config = make_config("weight_decay", {"decay_rule": "paper_total"}, epochs=epochs, lr_schedule=schedule)
+        lr_sum = learning_rate_sum(config, 352)
+        ctx = TrainContext(epochs, 352, "unused", "val_accuracy", 0, lr_sum)
+        wd = method.effective_weight_decay(config.recipe.hparams, ctx)
+        assert wd * lr_sum == pytest.approx(0.704)
+        summary = config.recipe.summary(ctx)
+        assert summary["weight_decay_effective"] == pytest.approx(wd)
+        assert summary["weight_decay_total_shrinkage"] == pytest.approx(1 - np.exp(-0.704))
+        assert config.recipe.optimizer(1e-3, ctx).weight_decay == pytest.approx(wd)
+    # 20 cosine epochs of 352 steps: Σlr ≈ lr·T/2 = 3.52 (+ lr/2 from the discrete sum), so the per-step
+    # coefficient is about 0.2 (20× the paper's 0.01).
+    config = make_config("weight_decay", {"decay_rule": "paper_total"}, epochs=20, lr_schedule="cosine")
+    assert learning_rate_sum(config, 352) == pytest.approx(3.52 + 0.0005, rel=1e-9)
+    # The fixed rule keeps the coefficient as given and still reports its (small) total shrinkage.
+    fixed = make_config("weight_decay", epochs=20, lr_schedule="cosine")
+    ctx = TrainContext(20, 352, "unused", "val_accuracy", 0, 3.52)
+    assert fixed.recipe.summary(ctx)["weight_decay_total_shrinkage"] == pytest.approx(1 - np.exp(-0.0352))
+    with pytest.raises(ValueError, match="weight_decay_type=decoupled"):
+        make_config("weight_decay", {"decay_rule": "paper_total", "weight_decay_type": "l2"})
+    with pytest.raises(ValueError, match="decay_rule"):
+        make_config("weight_decay", {"decay_rule": "most"})
+
+
+def test_filter_scores_by_criterion():
+    from tfq_noise.methods.pruning import filter_scores
+
+    kernel = np.zeros((1, 1, 1, 4), np.float32)
+    kernel[0, 0, 0] = [4, 3, 2, 1]  # L1 ranks filter 3 last
+    gamma = np.array([0.1, -2.0, 0.5, 3.0])  # |gamma| ranks filter 0 last
+    np.testing.assert_allclose(filter_scores(kernel, gamma, "l1"), [4, 3, 2, 1])
+    np.testing.assert_allclose(filter_scores(kernel, gamma, "bn_gamma"), [0.1, 2.0, 0.5, 3.0])
+    np.testing.assert_allclose(filter_scores(kernel, gamma, "gamma_l1"), [0.4, 6.0, 1.0, 3.0])
+    np.testing.assert_allclose(filter_scores(kernel, None, "bn_gamma"), [4, 3, 2, 1])  # no BN: L1
+    scores = filter_scores(kernel, gamma, "bn_gamma")
+    np.testing.assert_array_equal(smallest_filters_mask(kernel, 0.5, scores), [0, 1, 0, 1])
+    with pytest.raises(ValueError, match="prune_criterion"):
+        filter_scores(kernel, gamma, "l2")
+
+
+def test_bn_gamma_pruning_removes_the_smallest_gamma_filters():
+    epochs, batch, n = 4, 16, 32
+    config = make_config("pruning", {"prune_criterion": "bn_gamma"}, epochs=epochs)
+    model = build(config, n // batch)
+    (callback,) = config.recipe.callbacks(context(epochs, n // batch))
+    assert callback.criterion == "bn_gamma"
+    rng = np.random.default_rng(0)
+    gammas = {}
+    for layer in prunable_layers(model):  # BN scales far from the kernels' L1 order
+        bn = following_bn(model, layer)
+        gammas[layer.name] = rng.uniform(0.1, 2.0, bn.gamma.shape).astype(np.float32)
+        bn.gamma.assign(gammas[layer.name])
+    callback.set_model(model)
+    callback.on_epoch_begin(callback.prune_epoch)
+    for layer in prunable_layers(model):
+        k = int(round(0.75 * layer.kernel.shape[-1]))
+        expected = np.argsort(gammas[layer.name], kind="stable")[:k]
+        assert set(zero_filters(layer)) == set(expected), layer.name
+
+
+def test_prune_epoch_leaves_at_least_as_many_epochs_to_fine_tune():
+    hp = methods.resolve("pruning").hparams
+    for epochs in (4, 15, 20, 31):
+        prune_epoch = methods.METHODS["pruning"].prune_epoch(hp, epochs)
+        assert epochs - prune_epoch >= prune_epoch, epochs

@@ -90,6 +90,22 @@ def test_augmentation_is_pad4_crop_and_flip(images):
     assert not np.array_equal(x_next, x), "fresh augmentation every epoch"
 
 
+def test_flip_augmentation_only_flips(images):
+    labels = np.arange(N)
+    x, y = _collect(pipeline.make_dataset(images, labels, 16, training=True, augment="flip", seed=2))
+    flips = 0
+    for out, index in zip(np.rint(x * 255).astype(np.uint8), y):
+        same, flipped = np.array_equal(out, images[index]), np.array_equal(out, images[index][:, ::-1])
+        assert same or flipped, f"image {index} is neither the original nor its mirror"
+        flips += flipped and not same
+    assert 20 < flips < 80
+    none = _collect(pipeline.make_dataset(images, labels, 16, training=True, augment="none", seed=2))[0]
+    off = _collect(pipeline.make_dataset(images, labels, 16, training=True, augment=False, seed=2))[0]
+    np.testing.assert_array_equal(none, off)
+    with pytest.raises(ValueError, match="augment must be one of"):
+        pipeline.make_dataset(images, labels, 16, training=True, augment="rotate")
+
+
 def test_random_crop_keeps_shape_of_rectangular_batches():
     batch = tf.zeros([3, 10, 14, 2], tf.uint8)
     out = pipeline.random_crop_and_flip(batch, tf.constant([1, 2], tf.int64))

@@ -10,26 +10,41 @@ from experiments import report
 from tfq_noise import methods, results
 
 
-def _fake_run(experiment_dir, method, rate, seed, accuracies, hparams=None, noise_type="symmetric"):
+def _fake_run(experiment_dir, method, rate, seed, accuracies, hparams=None, noise_type="symmetric", **extra):
     hp = {**methods.default_hparams(method), **(hparams or {})}
     name = f"{noise_type}-{rate}__{method}{''.join(f'_{k}-{v}' for k, v in (hparams or {}).items())}__seed{seed}"
     run_dir = experiment_dir / name
     rows = [{"epoch": e, "loss": 2.0 - 0.1 * e, "test_loss": 1.5 + 0.05 * e, "test_accuracy": a,
-             "memorized": 0.1 + 0.02 * e, "corrected": 0.3} for e, a in enumerate(accuracies)]
+             "memorized": 0.1 + 0.02 * e, "trainmode_memorized": 0.2 + 0.02 * e, "corrected": 0.3}
+            for e, a in enumerate(accuracies)]
     results.write_csv(run_dir / results.HISTORY, rows)
+    results.write_json(run_dir / results.CONFIG, {"epochs": len(accuracies), "batch_size": 128,
+                                                   "learning_rate": 0.001, "lr_schedule": "cosine",
+                                                   "augment": "none", "precision": "float32"})
+    selects = "early_stopping" in method
     results.write_json(run_dir / results.FINAL, {
         "dataset": "cifar10", "method": method, "noise_type": noise_type, "noise_rate": rate, "seed": seed,
-        "hparams": hp, "epochs": len(accuracies), "test_accuracy": accuracies[-1],
-        "test_accuracy_last5": sum(accuracies[-5:]) / len(accuracies[-5:]), "best_test_accuracy": max(accuracies),
-        "wall_seconds": 60.0, "last_memorized": rows[-1]["memorized"], "data_caveat": "JPEG copy"})
+        "hparams": hp, "epochs": len(accuracies), "test_accuracy": extra.get("selected", accuracies[-1]),
+        "last_epoch_test_accuracy": accuracies[-1],
+        "test_accuracy_last5": None if selects else sum(accuracies[-5:]) / len(accuracies[-5:]),
+        "best_test_accuracy": max(accuracies), "wall_seconds": 60.0, "last_memorized": rows[-1]["memorized"],
+        "last_trainmode_memorized": rows[-1]["trainmode_memorized"], "last_corrected": 0.3,
+        "last_mode_gap": extra.get("gap", 0.01), "data_caveat": "JPEG copy"})
 
 
-def test_report_writes_figures_and_gains(tmp_path):
+def _section(summary, title):
+    start = summary.index(title)
+    ends = [i for i in (summary.find("\n### ", start + 1), summary.find("\n## ", start + 1)) if i > 0]
+    return summary[start:min(ends) if ends else None]
+
+
+def test_report_writes_figures_and_paired_gains(tmp_path):
     exp = tmp_path / "exp"
     for rate in (0.2, 0.4):
         _fake_run(exp, "baseline", rate, 0, [0.3, 0.4, 0.35, 0.3, 0.3, 0.3])
         _fake_run(exp, "baseline", rate, 1, [0.3, 0.4, 0.35, 0.3, 0.3, 0.4])
         _fake_run(exp, "quantization", rate, 0, [0.3, 0.4, 0.45, 0.5, 0.5, 0.5])
+        _fake_run(exp, "quantization", rate, 1, [0.3, 0.4, 0.45, 0.5, 0.5, 0.45])
         _fake_run(exp, "quantization", rate, 0, [0.3, 0.3, 0.3, 0.3, 0.3, 0.3],
                   {"weight_bits": 8, "activation_bits": 8})
     _fake_run(exp, "baseline", 0.0, 0, [0.5] * 6, noise_type="aggre")
@@ -39,22 +54,51 @@ def test_report_writes_figures_and_gains(tmp_path):
     for name in ("accuracy_vs_noise.png", "loss_curves.png", "memorization.png", "robustness.png"):
         assert (exp / name).stat().st_size > 10_000, name
         assert f"]({name})" in summary
-    # Baseline over two seeds: last epochs 0.30 and 0.40 → 35.0 ± 7.1 (sample std); W4/A4 last epoch 0.50 → +15.0.
-    assert "| baseline | 35.0 ± 7.1 (n=2) | 35.0 ± 7.1 (n=2) |" in summary
-    assert "| quantization W4/A4 | 50.0 [+15.0] | 50.0 [+15.0] |" in summary
-    assert "quantization W8/A8" in summary and "Data caveat: JPEG copy" in summary
-    assert "## CIFAR-10N" in summary and "| baseline | 50.0 / 50.0 / 20.0 |" in summary
+    accuracy = _section(summary, "### Clean test accuracy at the last epoch")
+    # Baseline over two seeds: last epochs 0.30 and 0.40 → 35.0 ± 7.1 (sample std, n − 1).
+    assert "| baseline | 35.0 ± 7.1 (n=2) | 35.0 ± 7.1 (n=2) |" in accuracy
+    # Paired by seed: W4/A4 − baseline = +20 (seed 0) and +5 (seed 1): +12.5 ± 10.6, both seeds gain. The
+    # unpaired difference of means would be the same here, but its spread would not.
+    gains = _section(summary, "### Gain over the baseline")
+    assert "| quantization W4/A4 | +12.5 ± 10.6 (2/2 > 0) | +12.5 ± 10.6 (2/2 > 0) |" in gains
+    assert "| quantization W8/A8 | +0.0 | +0.0 |" in gains  # one seed (0): 0.30 − 0.30
+    assert "| baseline |" not in gains
+    assert "Data caveat: JPEG copy" in summary
+    assert "augmentation none" in summary and "(cosine)" in summary
+    assert "### CIFAR-10N" in summary
     for name in ("loss_curves_aggre.png", "memorization_aggre.png"):  # CIFAR-10N curves, one set per label set
         assert (exp / name).stat().st_size > 10_000 and f"]({name})" in summary
-    assert "## Against the paper's Fig. 2" in summary
-    # Memorization pivots like accuracy (noisy rates only): every fake run ends at 0.1 + 0.02 * 5.
-    memorization = summary[summary.index("## Memorization"):]
+    assert "### Against the paper's Fig. 2" in summary
+    # Memorization in both modes, with the no-memorization level (1 − 0.3) / 9 = 7.8%.
+    memorization = _section(summary, "### Memorization")
     assert "| method | s = 20% | s = 40% |" in memorization
-    assert "| baseline | 20.0 ± 0.0 (n=2) | 20.0 ± 0.0 (n=2) |" in memorization
+    assert "| baseline | 20 / 30 (8) | 20 / 30 (8) |" in memorization
+    drop = _section(summary, "### Over-fitting")
+    assert "| baseline | 5.0 ± 7.1 (n=2) | 5.0 ± 7.1 (n=2) |" in drop  # peaks 0.40, finals 0.30 / 0.40
     rows = results.read_csv(exp / "runs.csv")
-    assert len(rows) == 9 and rows[0]["variant"] == "baseline" and rows[0]["noise_type"] == "aggre"
+    assert len(rows) == 11 and rows[0]["variant"] == "baseline" and rows[0]["noise_type"] == "aggre"
     w8 = [r for r in rows if r["variant"] == "quantization W8/A8"]
     assert [(r["noise_rate"], r["test_accuracy"]) for r in w8] == [(0.2, 0.3), (0.4, 0.3)]
+
+
+def test_unpaired_seeds_are_left_out_of_the_gain(tmp_path):
+    exp = tmp_path / "exp"
+    _fake_run(exp, "baseline", 0.4, 0, [0.3] * 6)
+    _fake_run(exp, "baseline", 0.4, 1, [0.5] * 6)
+    _fake_run(exp, "dropout", 0.4, 1, [0.45] * 6)  # seed 1 only: compared with baseline seed 1 alone
+    gains = _section(report.write_report(exp).read_text(), "### Gain over the baseline")
+    assert "| dropout | -5.0 |" in gains
+
+
+def test_early_stopping_reports_its_selected_epoch_and_no_last5(tmp_path):
+    exp = tmp_path / "exp"
+    _fake_run(exp, "baseline", 0.4, 0, [0.3, 0.5, 0.3, 0.3, 0.3, 0.3])
+    _fake_run(exp, "early_stopping", 0.4, 0, [0.3, 0.5, 0.3, 0.3, 0.3, 0.3], selected=0.5)
+    summary = report.write_report(exp).read_text()
+    assert "| early_stopping | 50.0 |" in _section(summary, "### Clean test accuracy at the last epoch")
+    assert "| early_stopping | +20.0 |" in _section(summary, "### Gain over the baseline")
+    last5 = _section(summary, "### Mean of the last 5 epochs")
+    assert "early_stopping" not in last5 and "| baseline | 34.0 |" in last5  # (0.5 + 4 × 0.3) / 5
 
 
 def test_report_compares_with_the_paper_only_for_symmetric_noise(tmp_path):
@@ -68,9 +112,24 @@ def test_report_compares_symmetric_cifar10_with_the_paper(tmp_path):
     _fake_run(exp, "baseline", 0.4, 0, [0.3] * 6)
     _fake_run(exp, "quantization", 0.4, 0, [0.5] * 5 + [0.4])
     summary = report.write_report(exp).read_text()
-    # Paper at s = 40%: 77 → 82 (+5); here 30.0 → 48.0 over the last five epochs (+18.0), +10.0 at the last.
-    assert "| 40% | 77 | 82 | +5 | 30.0 | 48.0 | +18.0 | +10.0 |" in summary
-    assert "| 80% | 38 | 58 | +20 | — | — | — | — |" in summary
+    # Paper at s = 40%: 77 → 82 (+5); here 30.0 → 40.0 at the last epoch, paired gain +10.0 (one seed).
+    assert "| 40% | 77 | 82 | +5 | 30.0 | 40.0 | +10.0 |" in summary
+    assert "| 80% | 38 | 58 | +20 | — | — | not run |" in summary
+
+
+def test_readme_block_is_rewritten_in_place(tmp_path):
+    exp = tmp_path / "results" / "exp"
+    _fake_run(exp, "baseline", 0.4, 0, [0.3] * 6)
+    _fake_run(exp, "quantization", 0.4, 0, [0.5] * 6)
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- report:begin results/exp -->\nstale 99.9\n<!-- report:end results/exp -->\nrest\n")
+    assert report.update_readme("results/exp", readme)
+    text = readme.read_text()
+    assert "stale" not in text and text.startswith("intro\n") and text.endswith("rest\n")
+    kind, body = report.readme_blocks(text)["results/exp"]
+    assert kind == "report"
+    assert "| quantization W4/A4 | +20.0 |" in body
+    assert report.update_readme("results/other", readme) is False
 
 
 def test_report_refuses_a_missing_folder(tmp_path, capsys):

@@ -120,8 +120,63 @@ def test_final_json_schema_and_summary(resumed):
         assert (resumed["run_dir"] / name).is_file(), name
     assert RunConfig.from_dict(results.read_json(resumed["run_dir"] / results.CONFIG)).run_name == config.run_name
     for key in ("memorized", "corrected", "train_noisy_accuracy", "train_clean_accuracy", "test_accuracy",
-                "val_accuracy", "loss"):
+                "val_accuracy", "loss", "trainmode_memorized", "trainmode_train_noisy_accuracy", "mode_gap"):
         assert all(r[key] is not None and np.isfinite(r[key]) for r in history), key
+    for r in history:
+        assert r["mode_gap"] == pytest.approx(r["trainmode_train_noisy_accuracy"] - r["train_noisy_accuracy"])
+    assert final["last_mode_gap"] == history[-1]["mode_gap"]
+    assert final["last_trainmode_memorized"] == history[-1]["trainmode_memorized"]
+
+
+def test_predictions_are_saved_with_their_labels(resumed):
+    """predictions.npz: float16 class probabilities of the final model on train / val / test, with labels."""
+    data, final = resumed["data"], resumed["final"]
+    saved = results.read_npz(resumed["run_dir"] / results.PREDICTIONS)
+    assert saved["train_probs"].dtype == np.float16 and saved["train_probs"].shape == (len(data.train_images), 10)
+    assert saved["test_probs"].shape == (len(data.test_images), 10)
+    assert saved["val_probs"].shape == (len(data.val_images), 10)
+    np.testing.assert_allclose(saved["train_probs"].astype(np.float32).sum(-1), 1.0, atol=1e-2)
+    np.testing.assert_array_equal(saved["train_labels"], data.train_labels)
+    np.testing.assert_array_equal(saved["train_clean_labels"], data.train_clean_labels)
+    np.testing.assert_array_equal(saved["train_corrupted"], data.train_corrupted)
+    np.testing.assert_array_equal(saved["train_index"], data.train_index)
+    assert np.mean(saved["test_probs"].argmax(-1) == data.test_labels) == pytest.approx(final["test_accuracy"],
+                                                                                         abs=1e-2)
+
+
+def test_cosine_learning_rate_decays_to_zero_at_the_last_step():
+    from tfq_noise.train import learning_rate, learning_rate_sum
+
+    config = RunConfig(**{**TINY, "lr_schedule": "cosine", "learning_rate": 0.01}, epochs=3)
+    schedule = learning_rate(config, steps_per_epoch=10)
+    values = np.array([float(schedule(step)) for step in range(30)])
+    assert values[0] == pytest.approx(0.01) and values[15] == pytest.approx(0.005, rel=1e-5)
+    assert values[-1] < 0.01 * 0.003 and np.all(np.diff(values) < 0)
+    assert learning_rate_sum(config, 10) == pytest.approx(values.sum(), rel=1e-5)
+    constant = RunConfig(**TINY, epochs=3)
+    assert learning_rate(constant, 10) == constant.learning_rate
+    assert learning_rate_sum(constant, 10) == pytest.approx(30 * constant.learning_rate)
+    with pytest.raises(ValueError, match="lr_schedule"):
+        RunConfig(**TINY, lr_schedule="step")
+
+
+def test_training_mode_measurement_leaves_the_model_as_it_was(tiny_run_data):
+    """BatchNorm's moving statistics (and every other non-trainable variable) are restored after the
+    training-mode pass; on a fresh model the two modes really differ."""
+    config = RunConfig(**TINY, epochs=1)
+    data = tiny_run_data(config)
+    model = build_run_model(config, data.input_shape, 10)
+    before = [v.numpy().copy() for v in model.non_trainable_weights]
+    assert before, "ResNet20 has BatchNorm moving statistics"
+    images = data.train_images[:100]
+    train_mode = callbacks.training_mode_logits(model, images, data.mean, data.std, batch_size=50)
+    for variable, value in zip(model.non_trainable_weights, before):
+        np.testing.assert_array_equal(variable.numpy(), value, err_msg=variable.name)
+    inference = predict_logits(model, images, data.mean, data.std)
+    assert train_mode.shape == inference.shape and not np.allclose(train_mode, inference, atol=1e-3)
+    # The same images in training mode, twice: the same logits (batch statistics, nothing carried over).
+    again = callbacks.training_mode_logits(model, images, data.mean, data.std, batch_size=50)
+    np.testing.assert_allclose(again, train_mode, rtol=1e-5, atol=1e-5)
 
 
 def test_load_trained_model_gives_the_final_predictions(resumed):

@@ -1,0 +1,193 @@
+"""The standard protocol's recipe search: which training recipe gives a sound baseline *and* over-fitting
+to fight, within a CPU budget.
+
+    python -m experiments.recipes results/recipe_search [--readme]
+
+Each sub-folder of the search is one experiment (one recipe: training-set size, epochs, augmentation; the
+rest from ``experiments/configs/cifar10_recipe_search.flags``) holding float-baseline runs at s = 0 and
+s = 40%. Per recipe this prints and writes ``recipes.md`` and ``recipes.png``:
+
+* at s = 0: clean test accuracy at the last epoch, and the BatchNorm gap (training-mode minus inference-mode
+  accuracy on the same training images) at the last epoch;
+* at s = 40%: the share of corrupted training examples predicted as their wrong label at the end
+  (inference / training mode), the peak and final clean test accuracy and the drop between them;
+* minutes per run.
+
+The rule: a recipe is *sound* when the s = 0 gap is ≤ 3 points (aim: accuracy ≥ 85%), and *over-fits*
+when, at s = 40%, ≥ 50% of the corrupted examples carry their wrong label at the end and the final
+accuracy is ≥ 5 points below the peak. The choice is the most accurate recipe (at s = 0) that is both;
+if none is, the most accurate one that over-fits, and the table says so.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from tfq_noise import results  # noqa: E402
+
+MAX_GAP = 0.03
+AIM_ACCURACY = 0.85
+MIN_MEMORIZED = 0.5
+MIN_DROP = 0.05
+OVERFIT_RATE = 0.4
+
+
+def _baseline(finals, rate):
+    runs = [f for f in finals if f["method"] == "baseline" and abs(f["noise_rate"] - rate) < 1e-9
+            and f["noise_type"] == "symmetric"]
+    return min(runs, key=lambda f: f["seed"]) if runs else None
+
+
+def recipe_row(experiment_dir: Path) -> dict | None:
+    """The search's figures for one recipe (None if it has no finished run)."""
+    finals = results.load_finals(experiment_dir)
+    if not finals:
+        return None
+    config = results.read_json(Path(finals[0]["run_dir"]) / results.CONFIG)
+    clean, noisy = _baseline(finals, 0.0), _baseline(finals, OVERFIT_RATE)
+    provenance = results.read_json(Path(finals[0]["run_dir"]) / results.PROVENANCE).get("data", {})
+    row = {"recipe": experiment_dir.name, "train_examples": provenance.get("train_examples"),
+           "epochs": config["epochs"], "augment": config.get("augment"),
+           "lr_schedule": config.get("lr_schedule", "constant"), "minutes": [], "seeds": sorted({f["seed"] for f in finals})}
+    if clean:
+        row["clean_accuracy"] = clean["test_accuracy"]
+        row["clean_gap"] = clean.get("last_mode_gap")
+        row["minutes"].append(clean["wall_seconds"] / 60)
+    if noisy:
+        row["memorized"] = noisy.get("last_memorized")
+        row["trainmode_memorized"] = noisy.get("last_trainmode_memorized")
+        row["peak"] = noisy.get("best_test_accuracy")
+        row["final"] = noisy.get("last_epoch_test_accuracy", noisy["test_accuracy"])
+        row["drop"] = row["peak"] - row["final"]
+        row["minutes"].append(noisy["wall_seconds"] / 60)
+    row["sound"] = None if row.get("clean_gap") is None else row["clean_gap"] <= MAX_GAP
+    row["overfits"] = (None if row.get("memorized") is None
+                       else row["memorized"] >= MIN_MEMORIZED and row["drop"] >= MIN_DROP)
+    return row
+
+
+def search_rows(search_dir) -> list[dict]:
+    search_dir = Path(search_dir)
+    if not search_dir.is_dir():
+        raise FileNotFoundError(f"no recipe search folder at {search_dir}")
+    rows = [recipe_row(d) for d in sorted(search_dir.iterdir()) if d.is_dir()]
+    return [r for r in rows if r is not None]
+
+
+def choose(rows) -> tuple[dict | None, str]:
+    """The recipe the rule picks, and why (or why none can be picked yet)."""
+    complete = [r for r in rows if r["sound"] is not None and r["overfits"] is not None]
+    both = [r for r in complete if r["sound"] and r["overfits"]]
+    if both:
+        best = max(both, key=lambda r: r["clean_accuracy"])
+        reach = "meets" if best["clean_accuracy"] >= AIM_ACCURACY else "falls short of"
+        return best, (f"{best['recipe']}: the most accurate recipe that is sound and over-fits; its clean accuracy "
+                      f"{reach} the {AIM_ACCURACY:.0%} aim.")
+    overfitting = [r for r in complete if r["overfits"]]
+    if overfitting:
+        best = max(overfitting, key=lambda r: r["clean_accuracy"])
+        return best, (f"{best['recipe']}: no recipe is both sound and over-fitting; this is the most accurate one "
+                      "that over-fits (its BatchNorm gap exceeds the bound).")
+    if complete:
+        return None, "No finished recipe over-fits at s = 40%: none can be chosen yet."
+    return None, "No recipe has both its s = 0 and s = 40% runs finished yet: none can be chosen."
+
+
+def _pct(value, digits=1):
+    return "—" if value is None else f"{100 * value:.{digits}f}"
+
+
+def _yes(value):
+    return "—" if value is None else ("yes" if value else "no")
+
+
+def markdown(rows) -> str:
+    chosen, why = choose(rows)
+    lines = ["| recipe | train images | epochs | augment | s = 0: accuracy | s = 0: BN gap | s = 40%: memorized "
+             "(inference / training mode) | s = 40%: peak → final (drop) | minutes per run | sound | over-fits |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        minutes = ", ".join(f"{m:.0f}" for m in r["minutes"]) or "—"
+        memorized = f"{_pct(r.get('memorized'), 0)} / {_pct(r.get('trainmode_memorized'), 0)}"
+        peak = (f"{_pct(r.get('peak'))} → {_pct(r.get('final'))} ({_pct(r.get('drop'))})"
+                if r.get("peak") is not None else "—")
+        name = f"**{r['recipe']}**" if chosen is r else r["recipe"]
+        lines.append(f"| {name} | {r['train_examples'] or '—'} | {r['epochs']} | {r['augment']} | "
+                     f"{_pct(r.get('clean_accuracy'))} | {_pct(r.get('clean_gap'))} | {memorized} | {peak} | "
+                     f"{minutes} | {_yes(r['sound'])} | {_yes(r['overfits'])} |")
+    lines += ["", f"Float ResNet20 baseline, seed 0, Adam 1e-3 with the schedule of each run, batch 128. Accuracies in %, "
+              "gaps and drops in points. Sound: BN gap ≤ 3 points at s = 0. Over-fits: at s = 40%, ≥ 50% of the "
+              "corrupted examples predicted as their wrong label at the end, and ≥ 5 points from peak to final.",
+              "", f"Choice: {why}", ""]
+    return "\n".join(lines)
+
+
+def plot(rows, path: Path) -> bool:
+    points = [r for r in rows if r.get("clean_accuracy") is not None and r.get("memorized") is not None]
+    if not points:
+        return False
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for r in points:
+        ax.scatter(100 * r["memorized"], 100 * r["clean_accuracy"], s=40)
+        ax.annotate(f"{r['recipe']} ({sum(r['minutes']) / len(r['minutes']):.0f} min/run)",
+                    (100 * r["memorized"], 100 * r["clean_accuracy"]), fontsize=7, xytext=(4, 4),
+                    textcoords="offset points")
+    ax.axvline(100 * MIN_MEMORIZED, color="gray", linestyle=":", label="over-fitting bound (50% memorized)")
+    ax.axhline(100 * AIM_ACCURACY, color="gray", linestyle="--", label="accuracy aim (85%)")
+    ax.set_xlabel("s = 40%: corrupted examples predicted as their wrong label at the end (%)")
+    ax.set_ylabel("s = 0: clean test accuracy at the last epoch (%)")
+    ax.set_title("Recipe search: a sound, accurate baseline that still over-fits", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    results.atomic_save_figure(fig, path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return True
+
+
+def readme_block(search_dir, name: str | None = None) -> str:
+    rows = search_rows(search_dir) if Path(search_dir).is_dir() else []
+    head = (f"Generated by `python -m experiments.recipes {name or Path(search_dir).as_posix()} --readme` from "
+            f"{sum(len(r['minutes']) for r in rows)} committed runs.\n\n")
+    return head + (markdown(rows) if rows else "No finished recipe run yet.\n")
+
+
+def write(search_dir) -> Path:
+    search_dir = Path(search_dir)
+    rows = search_rows(search_dir)
+    text = markdown(rows)
+    figure = plot(rows, search_dir / "recipes.png")
+    results.atomic_write_text(search_dir / "recipes.md",
+                              "# Recipe search\n\n" + text + ("\n![recipes](recipes.png)\n" if figure else ""))
+    print(text)
+    return search_dir / "recipes.md"
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    readme = "--readme" in argv
+    argv = [a for a in argv if a != "--readme"]
+    if len(argv) != 1:
+        print("usage: python -m experiments.recipes results/recipe_search [--readme]", file=sys.stderr)
+        return 2
+    try:
+        write(argv[0])
+    except FileNotFoundError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if readme:
+        from experiments import report
+
+        if not report.update_readme(argv[0]):
+            print(f"error: README.md has no block <!-- recipes:begin {argv[0]} -->", file=sys.stderr)
+            return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
