@@ -218,7 +218,9 @@ def plot_robustness(grouped, path: Path) -> bool:
 def write_report(experiment_dir) -> Path:
     """Writes the figures, ``runs.csv`` and ``summary.md``; returns the summary's path."""
     experiment_dir = Path(experiment_dir)
-    report = tables.ExperimentTables.load(experiment_dir)
+    report = tables.ExperimentTables.load(experiment_dir)  # reads and checks every run before writing
+    for leftover in experiment_dir.glob(f"{results.TEMP_PREFIX}*"):  # of a report killed mid-write
+        leftover.unlink(missing_ok=True)
     synthetic, human = report.synthetic, report.human
     histories = {f["run_dir"]: results.read_csv(Path(f["run_dir"]) / results.HISTORY) for f in report.finals}
     rate = _pick_rate(synthetic)

@@ -11,9 +11,13 @@ Every flag is checked, and the data found, before anything is trained or written
 
 from __future__ import annotations
 
+import collections
+import json
 import os
 import resource
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -96,6 +100,10 @@ def build_grid():
         jit_compile=FLAGS.jit_compile, deterministic=FLAGS.deterministic, strategy=FLAGS.strategy,
         precision=FLAGS.precision,
     )
+    if not FLAGS.noise_rates or not FLAGS.seeds or not FLAGS.methods.strip():
+        empty = [name for name, value in (("--noise_rates", FLAGS.noise_rates), ("--seeds", FLAGS.seeds),
+                                          ("--methods", FLAGS.methods.strip())) if not value]
+        raise ValueError(f"{', '.join(empty)} is empty: the grid would hold no run")
     try:
         rates = [float(r) for r in FLAGS.noise_rates]
         seeds = [int(s) for s in FLAGS.seeds]
@@ -159,41 +167,75 @@ def main(argv):
     from tfq_noise import results
 
     experiment_dir = Path(FLAGS.results_dir) / FLAGS.experiment
-    states = {c.run_name: results.run_state(experiment_dir / c.run_name) for c in configs}
+    try:
+        states = {c.run_name: results.run_state(experiment_dir / c.run_name) for c in configs}
+    except OSError as error:
+        print(f"error: cannot read {experiment_dir}: {error}", file=sys.stderr)
+        return 2
     for config in configs:
+        if states[config.run_name] == "damaged":
+            continue  # trained again from scratch below
         changed = changed_settings(experiment_dir / config.run_name, config)
         if changed:
             print(f"error: {config.run_name} exists with other settings ({', '.join(changed)}); "
                   "use another --experiment or --results_dir", file=sys.stderr)
             return 2
-    todo = [c for c in configs if states[c.run_name] in ("new", "partial")
+    counts = collections.Counter(states.values())
+    todo = [c for c in configs if states[c.run_name] in ("new", "partial", "damaged")
             or (FLAGS.retry_failed and states[c.run_name] == "failed")]
-    print(f"{FLAGS.experiment}: {len(configs)} runs in this shard, {len(configs) - len(todo)} already done, "
-          f"{len(todo)} to run", flush=True)
+    failed_left = 0 if FLAGS.retry_failed else counts["failed"]
+    print(f"{FLAGS.experiment}: {len(configs)} runs in this shard: {counts['done']} done, "
+          + (f"{counts['failed']} failed ({'retried' if FLAGS.retry_failed else 'use --retry_failed'}), "
+             if counts["failed"] else "")
+          + (f"{counts['damaged']} damaged (trained again), " if counts["damaged"] else "")
+          + f"{len(todo)} to run", flush=True)
     if FLAGS.dry_run:
         for c in configs:
             print(f"  {states[c.run_name]:8s} {c.run_name}")
         return 0
+    if todo:
+        problem = writable_problem(experiment_dir)
+        if problem:
+            print(f"error: cannot write results to {experiment_dir}: {problem}", file=sys.stderr)
+            return 2
 
     _configure_tensorflow()
     from tfq_noise.datasets import prepare
     from tfq_noise.train import RunFailed, release_memory, train
 
     paths = data_paths()
-    if todo:
-        try:  # find the data before anything is trained or written
-            prepare(todo[0], paths)
-        except (OSError, ValueError, RuntimeError) as error:  # RuntimeError: TFDS could not download
-            print(f"error: cannot load the data for {todo[0].run_name}: {error}", file=sys.stderr)
+    for config in data_representatives(todo):  # every run's data, found before anything is trained
+        try:
+            prepare(config, paths)
+        except Exception as error:  # noqa: BLE001  (any reason the data cannot be read stops the grid)
+            print(f"error: cannot load the data for {config.run_name}: {type(error).__name__}: {error}",
+                  file=sys.stderr)
             return 2
-    failures = 0
+    failures, skipped = 0, 0
     for i, config in enumerate(todo, 1):
         run_dir = experiment_dir / config.run_name
-        if FLAGS.retry_failed:
-            (run_dir / results.FAILED).unlink(missing_ok=True)
-        print(f"[{i}/{len(todo)}] {config.run_name} ({states[config.run_name]})", flush=True)
-        start = time.time()
+        owner = results.acquire_run_lock(run_dir)
+        if owner is not None:
+            skipped += 1
+            print(f"[{i}/{len(todo)}] {config.run_name}: held by {owner.get('host')} pid {owner.get('pid')}, "
+                  "skipped", flush=True)
+            continue
         try:
+            state = results.run_state(run_dir)
+            if state == "done":  # finished by another job since the grid was listed
+                print(f"[{i}/{len(todo)}] {config.run_name}: done by another job", flush=True)
+                continue
+            if state == "damaged":
+                print(f"[{i}/{len(todo)}] {config.run_name}: damaged files, training it again from scratch",
+                      flush=True)
+                for path in run_dir.iterdir():
+                    if path.name != results.LOCK:
+                        shutil.rmtree(path) if path.is_dir() else path.unlink()
+            results.remove_stale_temporaries(run_dir)
+            if FLAGS.retry_failed:
+                (run_dir / results.FAILED).unlink(missing_ok=True)
+            print(f"[{i}/{len(todo)}] {config.run_name} ({states[config.run_name]})", flush=True)
+            start = time.time()
             final = train(config, run_dir, paths, verbose=FLAGS.verbose)
             metric = final.get("average_f1") if final.get("average_f1") is not None else final["test_accuracy"]
             gap = final.get("last_mode_gap")
@@ -204,19 +246,93 @@ def main(argv):
             failures += 1
             print(f"[{i}/{len(todo)}] FAILED: {error}", flush=True)
         finally:
+            results.release_run_lock(run_dir)
             release_memory()
-    if FLAGS.report and experiment_dir.exists() and FLAGS.num_shards == 1:
+    if skipped:
+        print(f"{skipped} runs held by other jobs were skipped: run the command again once they finish",
+              flush=True)
+    if FLAGS.report and experiment_dir.exists() and FLAGS.num_shards == 1 and not skipped:
         from experiments import report, table1
 
-        if any(f.get("per_task_f1") for f in results.load_finals(experiment_dir)):
-            table1.write_table1([experiment_dir])  # multi-label runs: the paper's Table 1 layout
-        else:
-            report.write_report(experiment_dir)
-    return 1 if failures else 0
+        try:
+            if any(f.get("per_task_f1") for f in results.load_finals(experiment_dir)):
+                table1.write_table1([experiment_dir])  # multi-label runs: the paper's Table 1 layout
+            else:
+                report.write_report(experiment_dir)
+        except (ValueError, OSError) as error:
+            print(f"error: the report was not written: {error}", file=sys.stderr)
+            return 1
+    if failures or failed_left:
+        print(f"{failures + failed_left} runs failed (see their failed.json); --retry_failed runs them again",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def data_representatives(configs) -> list:
+    """One run per distinct data setting (dataset, noise type, options, subset): checking these finds
+    every run's data."""
+    seen = {}
+    for c in configs:
+        key = (c.dataset, c.noise_type, json.dumps(dict(c.dataset_kwargs), sort_keys=True), c.train_size,
+               c.validation_fraction, c.validation_labels)
+        seen.setdefault(key, c)
+    return list(seen.values())
+
+
+def writable_problem(directory: Path) -> str | None:
+    """Why results cannot be written under ``directory``, or None."""
+    for parent in [directory, *directory.parents]:
+        if parent.exists():
+            if not parent.is_dir():
+                return f"{parent} is a file, not a folder"
+            break
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".tmp-probe."):
+            pass
+    except OSError as error:
+        return f"{error.strerror or error} (choose another --results_dir)"
+    return None
+
+
+def help_text() -> str:
+    """--help: what the runner does, what it knows by name, and its flags."""
+    from tfq_noise import methods
+    from tfq_noise.data import noise
+    from tfq_noise.datasets import PREPARERS
+    from tfq_noise.models import MODELS
+    from tfq_noise.multitask import NOISE_TYPES as DATASET_NOISE_TYPES
+
+    method_lines = [f"  {name:16s} {m.description}; defaults {dict(m.defaults) or '{}'}"
+                    for name, m in methods.METHODS.items()]
+    noise_lines = [f"  {name}: {', '.join(DATASET_NOISE_TYPES.get(name, noise.NOISE_TYPES))}" for name in PREPARERS]
+    return "\n".join([
+        (__doc__ or "").strip(), "",
+        "Models (--model): " + ", ".join(sorted(MODELS)),
+        "Datasets (--dataset) and their noise types (--noise_type):", *noise_lines,
+        "Methods (--methods, comma-separated; '+' composes; name[key=value;...] sets hyper-parameters):",
+        *method_lines, "",
+        "Exit status: 0 done; 1 a run failed or the report could not be written; 2 bad flags, data or "
+        "results folder (nothing written); 130 interrupted (rerun the same command to resume).", "",
+        "Flags:", FLAGS.module_help(sys.modules[__name__]) if __name__ in FLAGS.flags_by_module_dict() else
+        FLAGS.main_module_help(),
+    ])
+
+
+def _main_interruptible(argv):
+    try:
+        return main(argv)
+    except KeyboardInterrupt:
+        print("\ninterrupted: finished epochs are kept; run the same command again to resume", file=sys.stderr)
+        return 130
 
 
 def run():
-    app.run(main)
+    if any(arg in ("-h", "--help", "-?", "--helpshort") for arg in sys.argv[1:]):
+        print(help_text())
+        sys.exit(0)
+    app.run(_main_interruptible)
 
 
 if __name__ == "__main__":

@@ -117,7 +117,7 @@ def smoke(children, cifar10_dir):
 
 def test_smoke_grid_writes_every_run(smoke):
     assert smoke.returncode == 0, smoke.stderr[-3000:]
-    assert "smoke: 2 runs in this shard, 0 already done, 2 to run" in smoke.stdout
+    assert "smoke: 2 runs in this shard: 0 done, 2 to run" in smoke.stdout
     expected = {c.run_name: c for c in grid_for([f"--flagfile={SMOKE}"])}
     assert {c.method for c in expected.values()} == {"baseline", "quantization"}
     assert sorted(p.name for p in smoke.experiment_dir.iterdir()) == sorted(expected)
@@ -155,7 +155,7 @@ def test_second_invocation_skips_finished_runs(smoke, capsys):
     before = {p: p.stat().st_mtime_ns for p in finals}
     code, out, err = run_in_process(smoke.base_args, capsys)
     assert code == 0, err
-    assert "smoke: 2 runs in this shard, 2 already done, 0 to run" in out
+    assert "smoke: 2 runs in this shard: 2 done, 0 to run" in out
     assert {p: p.stat().st_mtime_ns for p in finals} == before
     code, out, _ = run_in_process([*smoke.base_args, "--dry_run"], capsys)
     assert code == 0
@@ -164,7 +164,7 @@ def test_second_invocation_skips_finished_runs(smoke, capsys):
 
 def test_changed_settings_are_not_reported_as_done(smoke, capsys):
     code, out, _ = run_in_process([*smoke.base_args, "--epochs=3", "--dry_run"], capsys)
-    assert code != 0 or "0 already done, 2 to run" in out, out
+    assert code != 0 or "0 done, 2 to run" in out, out
 
 
 # --------------------------------------------------------------------------------------
@@ -182,7 +182,7 @@ def test_shards_partition_the_grid(tmp_path, capsys):
     assert code == 0
     everything = dry_run_names(out)
     assert len(everything) == len(set(everything)) == 12
-    assert "default: 12 runs in this shard, 0 already done, 12 to run" in out
+    assert "default: 12 runs in this shard: 0 done, 12 to run" in out
     shards = []
     for index in range(3):
         code, out, _ = run_in_process([*args, f"--shard_index={index}", "--num_shards=3"], capsys)
@@ -295,7 +295,7 @@ def test_mirrored_strategy_on_two_logical_cpus_completes(children):
     final = results.read_json(run_dir / results.FINAL)
     assert results.read_json(run_dir / results.CONFIG)["strategy"] == "mirrored"
     assert final["epochs_trained"] == 1 and math.isfinite(final["test_accuracy"])
-    assert "1 runs in this shard, 0 already done, 1 to run" in child.stdout
+    assert "1 runs in this shard: 0 done, 1 to run" in child.stdout
 
 
 # --------------------------------------------------------------------------------------

@@ -22,6 +22,36 @@ if "tensorflow" in sys.modules and os.environ.get("TF_USE_LEGACY_KERAS") != "1":
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+
+def _import_tensorflow_quietly() -> None:
+    """Imports TensorFlow and lists its devices with the native stderr muted.
+
+    TensorFlow's C++ start-up lines ("All log messages before absl::InitializeLog()", "Could not find cuda
+    drivers", "failed call to cuInit" on a machine without a GPU) are written before any log level applies.
+    Set ``TFQ_NOISE_TF_LOGS=1`` to see them. Python errors are not hidden: stderr is restored before they
+    propagate.
+    """
+    if "tensorflow" in sys.modules or os.environ.get("TFQ_NOISE_TF_LOGS") == "1":
+        return
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no real stderr (e.g. some notebooks)
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()  # the CUDA probe; does not initialize the runtime
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+_import_tensorflow_quietly()
+
 import tf_keras as keras  # noqa: E402  (Keras 2, the one tfmot understands)
 
 __version__ = "0.1.0"

@@ -168,20 +168,41 @@ class BestEpochKeeper(keras.callbacks.Callback):
 
 
 class NanGuard(keras.callbacks.Callback):
-    """Stops at the first non-finite loss and remembers where."""
+    """Stops at the first non-finite loss, or at the end of an epoch whose mean loss has diverged.
 
-    def __init__(self):
+    Diverged: the epoch's mean training loss is more than ``divergence_factor`` times the loss of the
+    first batch (about ln C for a fresh classifier; on resume, the first epoch's mean from ``history``).
+    Training on noisy labels lowers the loss, whatever the noise; a loss that grows tenfold is a learning
+    rate or a setting gone wrong, and its "result" would be chance accuracy recorded as a finished run.
+    """
+
+    def __init__(self, divergence_factor: float = 10.0, reference_loss: float | None = None):
         super().__init__()
         self.failure = None
         self._epoch = 0
+        self.divergence_factor = divergence_factor
+        self.reference_loss = reference_loss
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
 
     def on_train_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
-        if loss is not None and not np.isfinite(loss):
+        if loss is None:
+            return
+        if not np.isfinite(loss):
             self.failure = {"reason": "non-finite loss", "loss": float(loss), "epoch": self._epoch, "batch": batch}
+            self.model.stop_training = True
+        elif self.reference_loss is None:
+            self.reference_loss = float(loss)
+
+    def on_epoch_end(self, epoch, logs=None):
+        loss = (logs or {}).get("loss")
+        if self.failure is None and loss is not None and np.isfinite(loss) and self.reference_loss \
+                and loss > self.divergence_factor * self.reference_loss:
+            self.failure = {"reason": f"diverged (mean loss {loss:.4g} is over {self.divergence_factor:g}× the "
+                                      f"first batch's {self.reference_loss:.4g}; lower the learning rate)",
+                            "loss": float(loss), "epoch": epoch, "batch": None}
             self.model.stop_training = True
 
 

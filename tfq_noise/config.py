@@ -131,10 +131,27 @@ def check_model_arguments(model: str, model_kwargs: Mapping[str, Any]) -> None:
     if model not in MODELS:
         raise ValueError(f"unknown model {model!r}; choose one of {sorted(MODELS)}")
     # num_classes and input_shape come from the data, the rest may come from the methods.
+    signature = inspect.signature(MODELS[model])
     try:
-        inspect.signature(MODELS[model]).bind_partial(**dict(model_kwargs))
+        signature.bind_partial(**dict(model_kwargs))
     except TypeError as error:
         raise ValueError(f"model {model!r}: bad model_kwargs {dict(model_kwargs)}: {error}") from None
+    for key, value in dict(model_kwargs).items():  # a value of another type than the default's is a typo
+        default = signature.parameters[key].default if key in signature.parameters else inspect.Parameter.empty
+        if default is inspect.Parameter.empty or default is None:
+            continue
+        if isinstance(default, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(default, int):
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif isinstance(default, float):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        else:
+            ok = isinstance(value, type(default))
+        if not ok:
+            hint = " (true or false)" if isinstance(default, bool) else ""
+            raise ValueError(f"model {model!r}: {key}={value!r} should be a {type(default).__name__}{hint} like "
+                             f"its default {default!r}")
 
 
 def _short(value) -> str:

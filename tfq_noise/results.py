@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 import platform
 import subprocess
@@ -42,14 +43,28 @@ FINAL_KEYS = (
 )
 
 
+TEMP_PREFIX = ".tmp-"  # temporary files of the atomic writer: ".tmp-<name>.<random><suffix>"
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
 def atomic_write(path: Path, write: Callable[[str], None], suffix: str = ".tmp") -> None:
-    """Calls ``write(temporary_path)`` next to ``path``, then renames: readers never see half a file."""
+    """Calls ``write(temporary_path)`` next to ``path``, then renames: readers never see half a file.
+
+    The file gets the permissions a plain ``open(path, "w")`` would (0666 less the umask), not
+    ``mkstemp``'s 0600, so others sharing a results folder can read it.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{TEMP_PREFIX}{path.name}.", suffix=suffix)
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -90,8 +105,33 @@ def read_npz(path: Path) -> dict:
         return {k: data[k] for k in data.files}
 
 
+def remove_stale_temporaries(directory: Path) -> int:
+    """Deletes the atomic writer's leftovers (a process killed mid-write) below ``directory``; returns how many.
+
+    Only call it where no other process is writing (e.g. a run folder this process holds the lock of)."""
+    removed = 0
+    for path in Path(directory).rglob(f"{TEMP_PREFIX}*"):
+        if path.is_file():
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def _strict(value):
+    """NaN and infinities become strings: strict JSON has no literal for them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, Mapping):
+        return {k: _strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict(v) for v in value]
+    return value
+
+
 def write_json(path: Path, data: Mapping[str, Any]) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, default=_json_default) + "\n")
+    text = json.dumps(_strict(json.loads(json.dumps(data, default=_json_default))), indent=2, sort_keys=True,
+                      allow_nan=False)
+    atomic_write_text(path, text + "\n")
 
 
 def _json_default(value):
@@ -102,9 +142,19 @@ def _json_default(value):
     raise TypeError(f"not JSON serializable: {type(value).__name__}")
 
 
+class DamagedFile(ValueError):
+    """A results file that exists but cannot be read (truncated, corrupted)."""
+
+
 def read_json(path: Path) -> dict:
-    with open(path) as f:
-        return json.load(f)
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise DamagedFile(f"{path} is damaged (not valid JSON: {error})") from None
+    if not isinstance(data, dict):
+        raise DamagedFile(f"{path} is damaged (a JSON object was expected)")
+    return data
 
 
 def write_csv(path: Path, rows: Iterable[Mapping[str, Any]]) -> None:
@@ -122,8 +172,18 @@ def write_csv(path: Path, rows: Iterable[Mapping[str, Any]]) -> None:
 def read_csv(path: Path) -> list[dict]:
     if not Path(path).exists():
         return []
-    with open(path, newline="") as f:
-        return [{k: _number(v) for k, v in row.items()} for row in csv.DictReader(f)]
+    try:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            rows = []
+            for line, row in enumerate(reader, 2):
+                if None in row or any(v is None for v in row.values()):  # a cut-off or overlong row
+                    raise DamagedFile(f"{path} is damaged (line {line} does not have {len(reader.fieldnames)} "
+                                      "fields)")
+                rows.append({k: _number(v) for k, v in row.items()})
+            return rows
+    except (UnicodeDecodeError, csv.Error) as error:
+        raise DamagedFile(f"{path} is damaged ({error})") from None
 
 
 def _number(text: str):
@@ -137,8 +197,16 @@ def _number(text: str):
 
 
 def run_state(run_dir: Path) -> str:
-    """'done', 'failed', 'partial' (checkpoints or history but no result) or 'new'."""
+    """'done', 'damaged' (a final.json, config.json or history.csv that cannot be read), 'failed',
+    'partial' (checkpoints or history but no result) or 'new'."""
     run_dir = Path(run_dir)
+    try:
+        for name in (FINAL, CONFIG):
+            if (run_dir / name).exists():
+                read_json(run_dir / name)
+        read_csv(run_dir / HISTORY)
+    except DamagedFile:
+        return "damaged"
     if (run_dir / FINAL).exists():
         return "done"
     if (run_dir / FAILED).exists():
@@ -149,13 +217,88 @@ def run_state(run_dir: Path) -> str:
 
 
 def load_finals(experiment_dir: Path) -> list[dict]:
-    """Every finished run's final.json below ``experiment_dir``, with its ``run_dir``."""
-    finals = []
+    """Every finished run's final.json below ``experiment_dir``, with its ``run_dir``.
+
+    Raises :class:`DamagedFile` naming every run whose final.json, config.json or history.csv cannot be read.
+    """
+    finals, damaged = [], []
     for path in sorted(Path(experiment_dir).glob(f"*/{FINAL}")):
-        final = read_json(path)
+        try:
+            final = read_json(path)
+            for name in (CONFIG,):
+                if (path.parent / name).exists():
+                    read_json(path.parent / name)
+            read_csv(path.parent / HISTORY)
+        except DamagedFile as error:
+            damaged.append(str(error))
+            continue
         final["run_dir"] = str(path.parent)
         finals.append(final)
+    if damaged:
+        raise DamagedFile("damaged runs (re-run them with python -m experiments.run, which trains a damaged run "
+                          "again, or remove them): " + "; ".join(damaged))
     return finals
+
+
+LOCK = ".lock"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def lock_owner(run_dir: Path) -> dict | None:
+    """Who holds ``run_dir`` ({host, pid}), or None if nobody (or only a stale lock) does."""
+    path = Path(run_dir) / LOCK
+    try:
+        owner = json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError, OSError, UnicodeDecodeError):
+        return None  # none, or empty / cut off by a kill between its creation and its writing: stale
+    if owner.get("host") == platform.node() and not _alive(int(owner.get("pid", -1))):
+        return None  # its process is gone: stale
+    return owner
+
+
+def acquire_run_lock(run_dir: Path) -> dict | None:
+    """Takes ``run_dir`` for this process; returns None on success, else the owner's {host, pid}.
+
+    The lock is a file created exclusively, holding the owner's host and pid. A lock whose process no longer
+    exists on this host is stale and taken over; a lock from another host is respected (it may be alive:
+    remove its file by hand if its job is known to be dead).
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / LOCK
+    me = {"host": platform.node(), "pid": os.getpid()}
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+        except FileExistsError:
+            owner = lock_owner(run_dir)
+            if owner is not None:
+                return owner
+            path.unlink(missing_ok=True)  # stale
+            continue
+        with os.fdopen(fd, "w") as f:
+            json.dump(me, f)
+        return None
+    return lock_owner(run_dir) or {"host": "?", "pid": -1}
+
+
+def release_run_lock(run_dir: Path) -> None:
+    path = Path(run_dir) / LOCK
+    try:
+        owner = json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError, OSError):
+        return
+    if owner.get("host") == platform.node() and owner.get("pid") == os.getpid():
+        path.unlink(missing_ok=True)
 
 
 def _git_commit() -> str | None:

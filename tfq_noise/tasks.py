@@ -25,6 +25,35 @@ def smoothed_sparse_categorical_crossentropy(num_classes: int, label_smoothing: 
     return loss
 
 
+def soft_target_crossentropy(num_classes: int, label_smoothing: float = 0.0):
+    """Cross-entropy against target distributions [B, C] (e.g. mixup's), smoothed to (1 − α)·t + α/C."""
+
+    def loss(y_true, logits):
+        logits = tf.cast(logits, tf.float32)
+        targets = tf.reshape(tf.cast(y_true, tf.float32), [-1, num_classes])
+        if label_smoothing > 0:
+            targets = targets * (1.0 - label_smoothing) + label_smoothing / num_classes
+        return tf.nn.softmax_cross_entropy_with_logits(targets, logits)
+
+    loss.__name__ = "soft_target_crossentropy"
+    return loss
+
+
+def soft_target_fit_metrics(task) -> list:
+    """The fit accuracy when training targets are soft (mixup): against each target's dominant class,
+    or, per label of a multi-label task, against target > 0.5 at the task's decision threshold
+    (per entry, so that [B, K] sample weights apply)."""
+    if not task.multilabel:
+        return [keras.metrics.CategoricalAccuracy(name="accuracy")]
+    logit_threshold = float(np.log(task.threshold / (1.0 - task.threshold)))
+
+    def entry_accuracy(y_true, logits):
+        present = tf.cast(y_true, tf.float32) > 0.5
+        return tf.cast(tf.equal(present, tf.cast(logits, tf.float32) > logit_threshold), tf.float32)
+
+    return [keras.metrics.MeanMetricWrapper(entry_accuracy, name="accuracy")]
+
+
 def memorization_metrics(predicted, noisy_labels, clean_labels, corrupted) -> dict:
     """Accuracy on the noisy and clean training labels; for the corrupted entries, the share
     predicted as their wrong label (``memorized``) and as their true label (``corrected``)."""
@@ -61,7 +90,10 @@ class ClassificationTask:
     def __init__(self, num_classes: int):
         self.num_classes = num_classes
 
-    def loss(self, label_smoothing: float = 0.0):
+    def loss(self, label_smoothing: float = 0.0, soft_targets: bool = False):
+        """Cross-entropy from logits against class ids, or against target distributions [B, C]."""
+        if soft_targets:
+            return soft_target_crossentropy(self.num_classes, label_smoothing)
         if label_smoothing > 0:
             return smoothed_sparse_categorical_crossentropy(self.num_classes, label_smoothing)
         return keras.losses.SparseCategoricalCrossentropy(from_logits=True)

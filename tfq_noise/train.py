@@ -195,13 +195,16 @@ def train(config: RunConfig, run_dir: str | Path, paths: DataPaths | None = None
         model = build_run_model(config, data.input_shape, task.num_classes, steps_per_epoch)
         lr = learning_rate(config, steps_per_epoch)
         optimizer = recipe.optimizer(lr, context) or keras.optimizers.Adam(lr)
-        model.compile(optimizer=optimizer, loss=task.loss(recipe.label_smoothing()),
-                      metrics=task.fit_metrics(), jit_compile=config.jit_compile)
+        model.compile(optimizer=optimizer, loss=recipe.loss(task), metrics=recipe.fit_metrics(task),
+                      jit_compile=config.jit_compile)
 
     train_ds = make_dataset(data.train_images, data.train_labels, config.batch_size, training=True,
                             augment=config.augment, seed=config.seed, mean=data.mean, std=data.std,
                             sample_weights=data.train_weights)
-    nan_guard = NanGuard()
+    train_ds = recipe.transform_dataset(train_ds, task.num_classes, task.multilabel, config.seed)  # e.g. mixup
+    # A resumed run's first epoch sets the scale of divergence (a fresh one: its first batch).
+    previous = results.read_csv(run_dir / results.HISTORY) if (checkpoint_dir / "backup").exists() else []
+    nan_guard = NanGuard(reference_loss=previous[0].get("loss") if previous else None)
     callbacks = [
         EpochEvaluation(data, eval_train_size=config.eval_train_size, train_batch_size=config.batch_size),
         *recipe.callbacks(context),

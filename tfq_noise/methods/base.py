@@ -18,6 +18,8 @@ class Method:
     name: str = ""
     defaults: Mapping[str, Any] = {}
     description: str = ""
+    # True for a method whose ``loss`` hook replaces the training loss (at most one per recipe).
+    replaces_loss: bool = False
 
     def check(self, hp: Mapping[str, Any]) -> None:
         """Raises ValueError for invalid hyper-parameters."""
@@ -40,6 +42,22 @@ class Method:
 
     def label_smoothing(self, hp) -> float:
         return 0.0
+
+    def loss(self, hp, task, soft_targets: bool = False):
+        """The training loss, a Keras loss function of ``(y_true, logits)``, or None to keep the task's.
+
+        ``soft_targets``: the training batches carry target distributions [B, C]
+        instead of class ids (see :meth:`soft_targets`).
+        """
+        return None
+
+    def soft_targets(self, hp) -> bool:
+        """True if :meth:`transform_dataset` turns class ids into target distributions [B, C]."""
+        return False
+
+    def transform_dataset(self, hp, dataset, num_classes: int, multilabel: bool, seed: int):
+        """Returns the batched training ``tf.data`` pipeline to fit on (e.g. mixed pairs of examples)."""
+        return dataset
 
     def callbacks(self, hp, context) -> list:
         return []
@@ -103,6 +121,38 @@ class Recipe:
 
     def label_smoothing(self) -> float:
         return max([m.label_smoothing(self.hparams) for m in self.methods] + [0.0])
+
+    def soft_targets(self) -> bool:
+        return any(m.soft_targets(self.hparams) for m in self.methods)
+
+    def loss(self, task):
+        """The training loss: the one a method supplies, else the task's cross-entropy.
+
+        With soft targets (mixup), single-label tasks get the cross-entropy against
+        target distributions; multi-label losses take float targets already.
+        """
+        soft = self.soft_targets()
+        chosen = [loss for loss in (m.loss(self.hparams, task, soft) for m in self.methods) if loss is not None]
+        if len(chosen) > 1:
+            raise ValueError(f"{self.name}: more than one method sets the loss")
+        if chosen:
+            return chosen[0]
+        if soft and not task.multilabel:
+            return task.loss(self.label_smoothing(), soft_targets=True)
+        return task.loss(self.label_smoothing())
+
+    def fit_metrics(self, task) -> list:
+        """The metrics Keras shows while fitting (with soft targets: against each target's dominant class)."""
+        if self.soft_targets():
+            from tfq_noise.tasks import soft_target_fit_metrics
+
+            return soft_target_fit_metrics(task)
+        return task.fit_metrics()
+
+    def transform_dataset(self, dataset, num_classes: int, multilabel: bool, seed: int):
+        for method in self.methods:
+            dataset = method.transform_dataset(self.hparams, dataset, num_classes, multilabel, seed)
+        return dataset
 
     def callbacks(self, context) -> list:
         return [cb for m in self.methods for cb in m.callbacks(self.hparams, context)]

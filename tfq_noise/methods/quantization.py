@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tfq_noise.methods.base import Method
+from tfq_noise.methods.base import Method, _check_range
 from tfq_noise.quantization import SCHEMES, check_bits, quantize_model
 
 
@@ -36,8 +36,7 @@ class Quantization(Method):
                     raise ValueError(f"{key}[{name!r}] must be [weight_bits, activation_bits], got {bits!r}")
                 check_bits(bits[0], f"{key}[{name!r}] weight bits")
                 check_bits(bits[1], f"{key}[{name!r}] activation bits")
-        if not 0.0 <= hp["ema_momentum"] < 1.0:
-            raise ValueError(f"ema_momentum must be in [0, 1), got {hp['ema_momentum']!r}")
+        _check_range(hp, "ema_momentum", 0.0, 1.0, high_open=True)
 
     def transform_model(self, model, hp, context):
         from tfq_noise.models.multitask import head_layer_bits

@@ -26,7 +26,8 @@ _TINY_SCALE = 1e-10
 
 def check_bits(bits: int, what: str = "bits") -> int:
     """Returns ``bits`` as an int, or raises if it is outside 2..8."""
-    if isinstance(bits, bool) or int(bits) != bits or not MIN_BITS <= bits <= MAX_BITS:
+    if (isinstance(bits, bool) or not isinstance(bits, (int, float)) or int(bits) != bits
+            or not MIN_BITS <= bits <= MAX_BITS):
         raise ValueError(
             f"{what} must be an integer from {MIN_BITS} to {MAX_BITS}, got {bits!r}"
         )
