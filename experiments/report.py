@@ -95,9 +95,10 @@ def plot_accuracy_vs_noise(grouped, path: Path, paper_reference: bool = False) -
         axes[0, col].set_ylabel("gain (points): mean ± std over seeds")
         axes[1, col].set_title(f"Clean test accuracy ({title})", fontsize=10)
         axes[1, col].set_ylabel("test accuracy (%): mean ± std")
-        for ax in axes[:, col]:
+        for ax, span in zip(axes[:, col], (4.0, 10.0)):
             ax.set_xlabel("training labels re-drawn at random, s (%)")
             ax.grid(alpha=0.3)
+            _min_span(ax, span)
     for row in (0, 1):  # one legend per row, beside the last panel
         if axes[row, -1].get_legend_handles_labels()[0]:
             axes[row, -1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
@@ -120,6 +121,14 @@ def _setting_text(setting) -> str:
 
 def _first_seed(runs):
     return min(runs, key=lambda f: f["seed"]) if runs else None
+
+
+def _min_span(ax, span: float) -> None:
+    """Widens the y-axis to at least ``span`` (so runs that barely differ are not zoomed into noise)."""
+    low, high = ax.get_ylim()
+    if high - low < span:
+        middle = (low + high) / 2
+        ax.set_ylim(middle - span / 2, middle + span / 2)
 
 
 def _integer_epochs(ax) -> None:
@@ -149,6 +158,7 @@ def plot_loss_curves(grouped, histories, rate, path: Path) -> bool:
     ax.set_xlabel("epoch")
     ax.set_ylabel("cross-entropy")
     ax.set_title(f"Training and test loss, {_setting_text(rate)}")
+    _min_span(ax, 0.5)
     _integer_epochs(ax)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -182,6 +192,7 @@ def plot_memorization(grouped, histories, rate, path: Path, num_classes: int = 1
         ax.set_title(f"{title} ({_setting_text(rate)})", fontsize=10)
         ax.set_xlabel("epoch")
         ax.set_ylabel("%")
+        _min_span(ax, 10.0)
         _integer_epochs(ax)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)

@@ -265,8 +265,26 @@ class ExperimentTables:
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
         return lines + [""]
 
+    def adequacy_warning(self) -> str | None:
+        """A plain warning when the runs are too short or too small for their figures to mean anything."""
+        accuracies = [f["test_accuracy"] for f in self.finals if f.get("test_accuracy") is not None]
+        if not accuracies:
+            return None
+        chance = 1.0 / NUM_CLASSES
+        if max(accuracies) < chance + 0.05:
+            return (f"**These runs are too short or too small to mean anything**: every run ends within 5 points "
+                    f"of chance ({chance:.0%}; best {max(accuracies):.1%}). They check the plumbing; their gains "
+                    "and comparisons are noise.")
+        if max(f.get("epochs", 0) for f in self.finals) < 5:
+            return ("**These runs are too short to mean anything**: under 5 epochs, no network has started to fit "
+                    "its wrong labels, so no regularizer can show its effect.")
+        return None
+
     def summary_markdown(self, figures: Sequence[str] = ()) -> str:
         lines = [f"# {self.directory.name}: results", ""]
+        warning = self.adequacy_warning()
+        if warning:
+            lines += [warning, ""]
         if self.finals:
             caveats = sorted({f.get("data_caveat") for f in self.finals if f.get("data_caveat")})
             lines += [f"{len(self.finals)} finished runs; dataset {self.finals[0]['dataset']}.", "",

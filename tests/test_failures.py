@@ -240,3 +240,32 @@ def test_model_arguments_are_typed():
         check_model_arguments("resnet20", {"blocks_per_stage": 1.5})
     with pytest.raises(ValueError, match="true or false"):
         RunConfig(model_kwargs={"batchnorm": "no"})
+
+
+def test_bench_tflite_refuses_a_file_that_is_not_a_model(tmp_path, capsys):
+    from tfq_noise import bench_tflite
+
+    not_a_model = tmp_path / "model.tflite"
+    not_a_model.write_text("hello")
+    assert bench_tflite.main([str(not_a_model)]) == 2
+    err = capsys.readouterr().err
+    assert "is not a TFLite model" in err and str(not_a_model) in err
+    assert bench_tflite.main([str(tmp_path / "missing.tflite")]) == 2
+    assert not (tmp_path / "benchmark.json").exists()
+
+
+def test_export_refuses_truncated_weights(tmp_path, capsys, cifar10_dir):
+    from tfq_noise import export
+
+    run_dir = tmp_path / "run"
+    config = RunConfig(experiment="t", model_kwargs={"blocks_per_stage": 1}, train_size=300)
+    results.write_json(run_dir / results.CONFIG, config.to_dict())
+    results.write_json(run_dir / results.FINAL, {"input_shape": [32, 32, 3], "num_outputs": 10,
+                                                 "normalization": {"mean": [125.0] * 3, "std": [60.0] * 3},
+                                                 "test_accuracy": 0.5, "method": "baseline"})
+    (run_dir / results.WEIGHTS).write_bytes(b"\x89HDF\r\n\x1a\n" + b"\x00" * 100)  # an h5 cut off after its header
+    assert export.main([f"--run_dir={run_dir}", f"--output={tmp_path / 'm.tflite'}",
+                        f"--cifar10_dir={cifar10_dir}"]) == 1
+    err = capsys.readouterr().err
+    assert "export failed" in err and str(run_dir) in err and "Traceback" not in err
+    assert not (tmp_path / "m.tflite").exists()

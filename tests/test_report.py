@@ -146,3 +146,14 @@ def test_report_sends_multi_label_experiments_to_table1(tmp_path, capsys):
                                                       "per_task_f1": {"neutral": 0.5}})
     assert report.main([str(exp)]) == 2
     assert "python -m experiments.table1" in capsys.readouterr().err
+
+
+def test_runs_at_chance_are_called_meaningless(tmp_path):
+    exp = tmp_path / "exp"
+    _fake_run(exp, "baseline", 0.4, 0, [0.101, 0.102])
+    _fake_run(exp, "quantization", 0.4, 0, [0.1, 0.104])
+    summary = report.write_report(exp).read_text()
+    assert "too short or too small to mean anything" in summary
+    real = tmp_path / "real"
+    _fake_run(real, "baseline", 0.4, 0, [0.3, 0.4, 0.35, 0.3, 0.3, 0.3])
+    assert "mean anything" not in report.write_report(real).read_text()

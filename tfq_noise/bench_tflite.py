@@ -363,7 +363,8 @@ def benchmark(models: Sequence[str | Path], threads: Sequence[int] = (1, 2), war
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m tfq_noise.bench_tflite", description=__doc__.split("\n\n")[0])
     p.add_argument("models", nargs="+", help=".tflite files")
-    p.add_argument("--output", default=None, help="JSON report (default: benchmark.json beside the first model)")
+    p.add_argument("--output", default=None,
+                   help="write the JSON report here (default: print only; no file is written or overwritten)")
     p.add_argument("--threads", default="1,2", help="thread counts, comma-separated")
     p.add_argument("--warmup_runs", type=int, default=50)
     p.add_argument("--runs", type=int, default=500, help="timed batch-1 invocations per thread count")
@@ -374,18 +375,42 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+TFLITE_IDENTIFIER = b"TFL3"  # the flatbuffer file identifier of every .tflite model, at bytes 4..8
+
+
+def check_model_file(path) -> None:
+    """Raises ValueError unless ``path`` is a readable TFLite flatbuffer."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: no such file")
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if len(head) < 8 or head[4:8] != TFLITE_IDENTIFIER:
+        raise ValueError(f"{path} is not a TFLite model (no {TFLITE_IDENTIFIER.decode()} identifier): give .tflite "
+                         "files written by python -m tfq_noise.export")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    threads = [int(t) for t in args.threads.split(",") if t.strip()]
+    try:
+        threads = [int(t) for t in args.threads.split(",") if t.strip()]
+        for model in [*args.models, *([args.reference] if args.reference else [])]:
+            check_model_file(model)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     try:
         report = benchmark(args.models, threads, args.warmup_runs, args.runs, args.batch, args.batch_runs,
                            args.rounds, args.reference)
     except (FileNotFoundError, ValueError, RuntimeError) as error:
         print(f"benchmark failed: {error}", file=sys.stderr)
         return 1
-    output = Path(args.output) if args.output else Path(args.models[0]).parent / "benchmark.json"
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    output = Path(args.output) if args.output else None
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        partial = output.with_name(f".tmp-{output.name}")
+        partial.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+        os.replace(partial, output)  # never half a report
     m = report["machine"]
     print(f"{m['cpu']} ({m['cpu_count']} CPUs, {','.join(m['simd'])}), ai-edge-litert {m['ai_edge_litert']}, "
           f"{report['date']}, load average before {report['load_average_before'][0]:.2f}")
@@ -395,7 +420,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{c['model']} vs {c['reference']} ({c['reference_chosen_by']}): latency {lt['ratio']:.3f}x at "
               f"{lt['threads']} thread (target <= {LATENCY_TARGET}: {'met' if lt['met'] else 'NOT met'}), "
               f"size {st['ratio']:.4f}x (target <= {SIZE_TARGET}: {'met' if st['met'] else 'NOT met'})")
-    print(f"wrote {output}")
+    print(f"wrote {output}" if output is not None else "not written (pass --output=PATH to keep the report)")
     return 0
 
 

@@ -962,6 +962,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ExportError, FileNotFoundError, ValueError) as error:
         print(f"export failed: {error}", file=sys.stderr)
         return 1
+    except OSError as error:  # e.g. truncated or corrupted weights (h5py)
+        print(f"export failed: cannot read {args.run_dir}'s files ({error}); re-run its training", file=sys.stderr)
+        return 1
     summary = {k: result[k] for k in ("output", "kind", "size_bytes", "keras_accuracy", "litert_accuracy",
                                       "litert_minus_keras_points", "argmax_agreement", "ops")}
     if "a8_reestimation" in result:
