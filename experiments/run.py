@@ -17,7 +17,6 @@ import os
 import resource
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -281,18 +280,14 @@ def data_representatives(configs) -> list:
 
 
 def writable_problem(directory: Path) -> str | None:
-    """Why results cannot be written under ``directory``, or None."""
+    """Why results cannot be written under ``directory``, or None. Creates nothing."""
     for parent in [directory, *directory.parents]:
         if parent.exists():
             if not parent.is_dir():
                 return f"{parent} is a file, not a folder"
-            break
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=directory, prefix=".tmp-probe."):
-            pass
-    except OSError as error:
-        return f"{error.strerror or error} (choose another --results_dir)"
+            if not os.access(parent, os.W_OK | os.X_OK):
+                return f"{parent} is not writable (choose another --results_dir)"
+            return None
     return None
 
 
