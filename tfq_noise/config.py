@@ -9,7 +9,7 @@ from typing import Any, Mapping
 
 from tfq_noise import methods
 from tfq_noise.data import cifar10n
-from tfq_noise.data.pipeline import AUGMENTATIONS
+from tfq_noise.data.pipeline import augmentation_mode
 
 VALIDATION_LABELS = ("noisy", "clean")
 # Noise that comes with the data (human annotators), so it has no rate.
@@ -41,7 +41,7 @@ class RunConfig:
     train_size: int = 0  # 0: every training example
     validation_fraction: float = 0.1
     validation_labels: str = "noisy"
-    augment: str = "none"  # one of AUGMENTATIONS; True/False (older configs) mean crop_flip/none
+    augment: str = "none"  # none, flip or crop_flip (pipeline.AUGMENTATIONS); True/False of older configs accepted
     eval_train_size: int = 10_000  # training examples scored each epoch for memorization
     dataset_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     jit_compile: bool = False
@@ -52,10 +52,7 @@ class RunConfig:
     def __post_init__(self):
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", self.experiment):
             raise ValueError(f"experiment name {self.experiment!r} may only hold letters, digits, '_', '.', '-'")
-        if isinstance(self.augment, bool):
-            object.__setattr__(self, "augment", "crop_flip" if self.augment else "none")
-        if self.augment not in AUGMENTATIONS:
-            raise ValueError(f"augment must be one of {AUGMENTATIONS}, got {self.augment!r}")
+        object.__setattr__(self, "augment", augmentation_mode(self.augment))  # bools of older configs too
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
         methods.resolve(self.method, self.hparams)  # raises on a bad method or hyper-parameter
