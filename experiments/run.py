@@ -51,6 +51,8 @@ flags.DEFINE_enum("augment", "none", ["none", "flip", "crop_flip", "false", "tru
                   "Training augmentation: none, flip, or crop_flip (4-pixel pad + crop, flip); the paper "
                   "mentions none. true/false are the older spellings of crop_flip/none.")
 flags.DEFINE_integer("eval_train_size", 10000, "Training examples scored each epoch for memorization.")
+flags.DEFINE_integer("test_size", 0, "Test examples scored (0: the whole test set; else a fixed subset, for "
+                     "quick looks only).")
 flags.DEFINE_string("dataset_kwargs", "", "Dataset options, key=value,... (e.g. annotators=1 for FER+).")
 flags.DEFINE_string("cifar10_dir", None, "Offline CIFAR-10 in the official binary layout "
                     "(default: $TFQ_NOISE_CIFAR10_DIR, else TFDS).")
@@ -95,6 +97,7 @@ def build_grid():
         train_size=FLAGS.train_size, validation_fraction=FLAGS.validation_fraction,
         validation_labels=FLAGS.validation_labels,
         augment={"true": "crop_flip", "false": "none"}.get(FLAGS.augment, FLAGS.augment), eval_train_size=FLAGS.eval_train_size,
+        test_size=FLAGS.test_size,
         dataset_kwargs=grid.parse_assignments(FLAGS.dataset_kwargs) if FLAGS.dataset_kwargs else {},
         jit_compile=FLAGS.jit_compile, deterministic=FLAGS.deterministic, strategy=FLAGS.strategy,
         precision=FLAGS.precision,

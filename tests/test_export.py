@@ -15,9 +15,8 @@ import numpy as np
 import pytest
 
 import tfq_noise  # noqa: F401  (Keras 2 before TensorFlow)
-from tfq_noise import android_benchmark as android
-from tfq_noise import bench_tflite
-from tfq_noise import export, results
+from tfq_noise import results
+from tfq_noise.deploy import android, benchmark, convert, export, flatbuffer, verify
 from tfq_noise.config import RunConfig
 
 EVAL = 300
@@ -69,22 +68,22 @@ def float_exports(runs, tmp_path_factory):
 
 
 def _assert_all_int8(summary):
-    assert export.integer_problems(summary) == []
-    kernels = [op for op in summary.ops if op["op"] in export.INTEGER_KERNEL_OPS]
+    assert flatbuffer.integer_problems(summary) == []
+    kernels = [op for op in summary.ops if op["op"] in flatbuffer.INTEGER_KERNEL_OPS]
     assert kernels and all(op["inputs"][0] == "INT8" and op["weight_type"] == "INT8" for op in kernels)
 
 
 def test_float32_and_ptq_exports(float_exports):
     float_report = json.loads(Path(str(float_exports["float32"]) + ".json").read_text())
     assert float_report["kind"] == "float32"
-    assert export.summarize(float_exports["float32"].read_bytes()).input["type"] == "FLOAT32"
+    assert flatbuffer.summarize(float_exports["float32"].read_bytes()).input["type"] == "FLOAT32"
     ptq = json.loads(Path(str(float_exports["ptq_int8"]) + ".json").read_text())
     for key in ("source", "kind", "keras_accuracy", "litert_accuracy", "size_bytes", "ops", "grid_check", "date",
                 "machine"):
         assert key in ptq
     assert ptq["kind"] == "ptq_int8" and ptq["ptq"]["calibration_images"] == 64
     assert ptq["argmax_agreement"] >= 0.95 and ptq["eval_images"] == EVAL
-    _assert_all_int8(export.summarize(float_exports["ptq_int8"].read_bytes()))
+    _assert_all_int8(flatbuffer.summarize(float_exports["ptq_int8"].read_bytes()))
     assert ptq["size_bytes"] < 0.4 * float_report["size_bytes"]
 
 
@@ -101,14 +100,14 @@ def test_qat_w4a4_export_reestimates_a8_ranges(runs, tmp_path):
         assert key in a8
     assert report["keras_accuracy"] == a8["keras_accuracy_a8_reestimated"]
     assert report["argmax_agreement"] >= 0.95
-    _assert_all_int8(export.summarize(output.read_bytes()))
+    _assert_all_int8(flatbuffer.summarize(output.read_bytes()))
     # The 4-bit grid survives: every W4 conv output channel holds <= 15 distinct int8 values.
     config = RunConfig.from_dict(results.read_json(runs["qat"] / results.CONFIG))
-    low_bits = export.low_bit_weight_layers(config, results.read_json(runs["qat"] / results.FINAL))
+    low_bits = convert.low_bit_weight_layers(config, results.read_json(runs["qat"] / results.FINAL))
     assert len(low_bits) == 8 and set(low_bits.values()) == {4}
     grid = report["grid_check"]
     assert grid["passed"] and grid["checked_layers"] == 8
-    assert export.weight_grid(output.read_bytes(), low_bits)["passed"]
+    assert flatbuffer.weight_grid(output.read_bytes(), low_bits)["passed"]
     w4 = {name: layer for name, layer in grid["layers"].items() if layer.get("weight_bits") == 4}
     assert len(w4) == 8 and all(l["max_distinct_per_channel"] <= 15 and l["max_abs_integer"] <= 7 for l in w4.values())
     assert grid["layers"]["stem"]["max_distinct_per_channel"] > 15  # the W8 first layer is not on the 4-bit grid
@@ -126,18 +125,18 @@ def test_qat_int4_storage_keeps_packed_weights(runs, tmp_path):
     assert report["grid_check"]["passed"]
     # Our unpacking of INT4 buffers matches LiteRT's reading of them.
     data = output.read_bytes()
-    model_t = export.read_model(data)
+    model_t = flatbuffer.read_model(data)
     interpreter = Interpreter(model_content=data,
                               experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
     interpreter.allocate_tensors()
     checked = 0
     for index, tensor in enumerate(model_t.subgraphs[0].tensors):
-        if export._tensor_type_name(tensor.type) == "INT4":  # pylint: disable=protected-access
-            np.testing.assert_array_equal(export.tensor_values(model_t, tensor), interpreter.get_tensor(index))
+        if flatbuffer._tensor_type_name(tensor.type) == "INT4":  # pylint: disable=protected-access
+            np.testing.assert_array_equal(flatbuffer.tensor_values(model_t, tensor), interpreter.get_tensor(index))
             checked += 1
     assert checked == 8
-    unpacked, count = export.unpack_low_bit_weights(data)
-    assert count == 8 and export.summarize(unpacked).weight_storage == {"INT8": 10}
+    unpacked, count = flatbuffer.unpack_low_bit_weights(data)
+    assert count == 8 and flatbuffer.summarize(unpacked).weight_storage == {"INT8": 10}
 
 
 def _paths(runs):
@@ -152,7 +151,7 @@ def test_images(runs):
 
     data = cifar10.load(runs["cifar10_dir"])
     final = results.read_json(runs["qat"] / results.FINAL)
-    return export.normalize_images(data.test.images[:EVAL], final["normalization"]), data.test.labels[:EVAL]
+    return verify.normalize_images(data.test.images[:EVAL], final["normalization"]), data.test.labels[:EVAL]
 
 
 def test_w8a8_in_memory_export(test_images, tmp_path):
@@ -169,8 +168,8 @@ def test_w8a8_in_memory_export(test_images, tmp_path):
     assert report["ops"] == {"ADD": 3, "CONV_2D": 9, "FULLY_CONNECTED": 1, "MEAN": 1}
     assert report["low_bit_tensors_unpacked_to_int8"] == 0 and report["tensor_names_stripped"]
     assert report["grid_check"]["passed"] and report["grid_check"]["layers"]["stem"]["storage"] == "INT8"
-    _assert_all_int8(export.summarize(output.read_bytes()))
-    assert all(not t.name for t in export.read_model(output.read_bytes()).subgraphs[0].tensors)
+    _assert_all_int8(flatbuffer.summarize(output.read_bytes()))
+    assert all(not t.name for t in flatbuffer.read_model(output.read_bytes()).subgraphs[0].tensors)
 
 
 def test_reestimation_freezes_batchnorm_and_sets_ranges(test_images):
@@ -180,9 +179,9 @@ def test_reestimation_freezes_batchnorm_and_sets_ranges(test_images):
     images, _ = test_images
     model = quantize_model(resnet20(**TINY), 4, 8, 8)
     model(images[:64], training=True)
-    ranges = export.reestimate_activation_ranges(model, images, batch_size=64, max_batches=3)
+    ranges = convert.reestimate_activation_ranges(model, images, batch_size=64, max_batches=3)
     assert ranges["batches"] == 3
-    variables = export.range_variables(model)
+    variables = convert.range_variables(model)
     assert len(variables) == len(ranges["ranges"]) and all(float(v.numpy()) > 0 for v in variables)
     # The input range is the mean of the batch maxima of |x|.
     expected = np.mean([np.abs(images[i * 64:(i + 1) * 64]).max() for i in range(3)])
@@ -233,14 +232,14 @@ def test_export_errors(runs, tmp_path, capsys):
 
 def test_unpack_integers():
     # int4: low nibble first; -1 = 0xF, 7 = 0x7, -7 = 0x9
-    np.testing.assert_array_equal(export.unpack_integers(np.array([0x7F, 0x09], np.uint8), 4, 3), [-1, 7, -7])
-    np.testing.assert_array_equal(export.unpack_integers(np.array([0b11010001], np.uint8), 2, 4), [1, 0, 1, -1])
+    np.testing.assert_array_equal(flatbuffer.unpack_integers(np.array([0x7F, 0x09], np.uint8), 4, 3), [-1, 7, -7])
+    np.testing.assert_array_equal(flatbuffer.unpack_integers(np.array([0b11010001], np.uint8), 2, 4), [1, 0, 1, -1])
 
 
-def test_bench_tflite(float_exports, tmp_path, capsys):
+def test_benchmark(float_exports, tmp_path, capsys):
     output = tmp_path / "bench.json"
     models = [str(float_exports["float32"]), str(float_exports["ptq_int8"])]
-    assert bench_tflite.main([*models, f"--output={output}", "--warmup_runs=2", "--runs=10", "--batch=4",
+    assert benchmark.main([*models, f"--output={output}", "--warmup_runs=2", "--runs=10", "--batch=4",
                               "--batch_runs=2"]) == 0
     report = json.loads(output.read_text())
     for key in ("date", "machine", "settings", "targets", "models", "comparisons", "load_average_before"):
@@ -256,6 +255,7 @@ def test_bench_tflite(float_exports, tmp_path, capsys):
     (comparison,) = report["comparisons"]
     assert comparison["reference"] == float_entry["name"]
     assert comparison["reference_chosen_by"] == "float32 export of the same run"
+    assert comparison["architecture"] == float_entry["architecture"] == int8_entry["architecture"] is not None
     assert comparison["size_target"]["met"] == (comparison["size_ratio"] <= 0.28)
     assert set(comparison["latency_ratio"]) == {"1", "2"} and "met" in comparison["latency_target"]
     assert "lat ratio" in capsys.readouterr().out
@@ -268,9 +268,83 @@ def test_bench_delegation_from_ops():
         {"op_name": "CONV_2D", "inputs": [2, 11], "outputs": [3]},
         {"op_name": "DELEGATE", "inputs": [0, 10], "outputs": [2]},
     ]
-    info = bench_tflite.delegation(ops)
+    info = benchmark.delegation(ops)
     assert info == {"applied": True, "delegate_nodes": 1, "delegated_ops": 2, "total_ops": 3,
                     "ops_not_delegated": ["CONV_2D"]}
+
+
+def test_benchmark_compares_one_architecture_only():
+    def entry(name, dtype, architecture, run=None):
+        return {"model": name, "name": name, "input_dtype": dtype, "architecture": architecture, "source_run": run,
+                "size_bytes": 100, "latency_ms": {"1": {"median": 1.0}}, "throughput_images_per_s": {}}
+
+    entries = [entry("a_float.tflite", "float32", "A"), entry("b_float.tflite", "float32", "B"),
+               entry("b_int8.tflite", "int8", "B"), entry("c_int8.tflite", "int8", "C"),
+               entry("u_int8.tflite", "int8", None)]
+    comparisons = benchmark.compare(entries, [1], reference="a_float.tflite")
+    assert [(c["model"], c["reference"], c["architecture"]) for c in comparisons] == [
+        ("b_int8.tflite", "b_float.tflite", "B")]  # not against a_float (--reference, other architecture)
+
+
+# litert-benchmark's stdout (ai-edge-litert 2.3.0) for tflite_models/resnet20_s40_baseline_ptq_int8.tflite,
+# --num_threads=1 --warmup_runs=5 --num_runs=20, on a loaded machine; its log lines go to stderr.
+LITERT_BENCHMARK_OUTPUT = """\
+
+========================================
+ BENCHMARK RESULTS
+========================================
+Model initialization:  13.76 ms
+Warmup (first):        1.70 ms
+Warmup (avg):          3.25 ms (5 runs)
+Inference (avg):       3.27 ms (20 runs)
+Inference (min):       1.46 ms
+Inference (max):       17.68 ms
+Inference (median):    1.54 ms
+Inference (std):       4.40 ms
+Inference (p5):        1.47 ms
+Inference (p95):       13.86 ms
+Throughput:            0.90 MB/s
+Fully accelerated:     True
+========================================
+"""
+
+
+def test_parse_litert_benchmark_output():
+    out = benchmark.parse_litert_benchmark(LITERT_BENCHMARK_OUTPUT)
+    assert out["avg_ms"] == pytest.approx(3.27) and out["runs"] == 20
+    assert out["median_ms"] == pytest.approx(1.54) and out["p95_ms"] == pytest.approx(13.86)
+    assert out["init_ms"] == pytest.approx(13.76) and out["warmup_avg_ms"] == pytest.approx(3.25)
+    assert out["fully_accelerated"] is True
+    with pytest.raises(ValueError, match="no 'Inference \\(avg\\)"):
+        benchmark.parse_litert_benchmark("ERROR benchmark_litert_model: Model file not found: x.tflite\n")
+
+
+@pytest.mark.skipif(shutil.which("litert-benchmark") is None,
+                    reason="litert-benchmark is not on PATH (ai-edge-litert 2.3.0 installs it)")
+def test_benchmark_cross_check(tmp_path, capsys):
+    from tfq_noise import keras
+
+    model = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Conv2D(32, 3, padding="same", activation="relu"),
+                              keras.layers.Conv2D(32, 3, padding="same"), keras.layers.GlobalAveragePooling2D(),
+                              keras.layers.Dense(10)])
+    path = tmp_path / "tiny_float32.tflite"
+    path.write_bytes(convert.convert_float32(model))
+    output = tmp_path / "bench.json"
+    assert benchmark.main([str(path), "--cross_check", "--threads=1", "--warmup_runs=2", "--runs=10", "--batch=2",
+                           "--batch_runs=2", f"--output={output}"]) == 0
+    report = json.loads(output.read_text())
+    assert report["settings"]["cross_check"]["tool"] == "litert-benchmark"
+    (entry,) = report["models"]
+    check = entry["cross_check"]["1"]
+    assert check["ours_mean_ms"] > 0 and check["litert_benchmark_avg_ms"] > 0
+    assert check["litert_benchmark_runs"] == 10  # read from its "Inference (avg): ... (10 runs)" line
+    assert check["litert_benchmark_rounds"][0]["avg_ms"] == check["litert_benchmark_avg_ms"]
+    assert check["litert_benchmark_over_ours"] == pytest.approx(
+        check["litert_benchmark_avg_ms"] / check["ours_mean_ms"])
+    out = capsys.readouterr().out
+    assert "mean 1t ms" in out and "litert-bm 1t ms" in out and f"{check['litert_benchmark_avg_ms']:.2f}" in out
+    assert benchmark.main([str(path), "--cross_check", "--litert_benchmark=no-such-tool"]) == 2
+    assert "--cross_check" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------- Android

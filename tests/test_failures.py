@@ -181,6 +181,31 @@ def test_a_failed_run_is_not_reported_as_done(tmp_path, capsys):
     assert "1 failed (use --retry_failed)" in out and "0 done" in out
 
 
+def test_a_run_another_job_holds_is_skipped_and_left_alone(tmp_path, capsys, cifar10_dir):
+    """Two jobs on one results folder: the run a live process holds is neither trained nor touched."""
+    results_dir = tmp_path / "r"
+    config_args = [f"--flagfile={SMOKE}", f"--results_dir={results_dir}", f"--cifar10_dir={cifar10_dir}",
+                   "--methods=baseline", "--report=false"]
+    FLAGS.unparse_flags()
+    FLAGS(["run", *config_args])
+    (config,) = runner.build_grid()
+    FLAGS.unparse_flags()
+    run_dir = results_dir / "smoke" / config.run_name
+    run_dir.mkdir(parents=True)
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (run_dir / results.LOCK).write_text(json.dumps({"host": os.uname().nodename, "pid": other.pid}))
+        code, out, err = run_in_process(config_args, capsys)
+    finally:
+        other.kill()
+        other.wait()
+    assert f"held by {os.uname().nodename} pid {other.pid}, skipped" in out, out + err
+    assert "1 runs held by other jobs were skipped" in out
+    assert sorted(p.name for p in run_dir.iterdir()) == [results.LOCK]  # nothing written beside the lock
+    assert json.loads((run_dir / results.LOCK).read_text())["pid"] == other.pid  # the owner's lock kept
+    assert code == 0
+
+
 def test_ctrl_c_is_a_message_and_status_130(monkeypatch, capsys):
     def interrupted(argv):
         raise KeyboardInterrupt
@@ -242,20 +267,20 @@ def test_model_arguments_are_typed():
         RunConfig(model_kwargs={"batchnorm": "no"})
 
 
-def test_bench_tflite_refuses_a_file_that_is_not_a_model(tmp_path, capsys):
-    from tfq_noise import bench_tflite
+def test_benchmark_refuses_a_file_that_is_not_a_model(tmp_path, capsys):
+    from tfq_noise.deploy import benchmark
 
     not_a_model = tmp_path / "model.tflite"
     not_a_model.write_text("hello")
-    assert bench_tflite.main([str(not_a_model)]) == 2
+    assert benchmark.main([str(not_a_model)]) == 2
     err = capsys.readouterr().err
     assert "is not a TFLite model" in err and str(not_a_model) in err
-    assert bench_tflite.main([str(tmp_path / "missing.tflite")]) == 2
+    assert benchmark.main([str(tmp_path / "missing.tflite")]) == 2
     assert not (tmp_path / "benchmark.json").exists()
 
 
 def test_export_refuses_truncated_weights(tmp_path, capsys, cifar10_dir):
-    from tfq_noise import export
+    from tfq_noise.deploy import export
 
     run_dir = tmp_path / "run"
     config = RunConfig(experiment="t", model_kwargs={"blocks_per_stage": 1}, train_size=300)

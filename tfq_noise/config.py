@@ -43,6 +43,7 @@ class RunConfig:
     validation_labels: str = "noisy"
     augment: str = "none"  # none, flip or crop_flip (pipeline.AUGMENTATIONS); True/False of older configs accepted
     eval_train_size: int = 10_000  # training examples scored each epoch for memorization
+    test_size: int = 0  # 0: the whole test set; else a fixed subset of it (datasets.TEST_SUBSET_SEED)
     dataset_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     jit_compile: bool = False
     deterministic: bool = False
@@ -59,7 +60,8 @@ class RunConfig:
         check_model_arguments(self.model, self.model_kwargs)
         if not 0.0 <= self.noise_rate <= 1.0:
             raise ValueError(f"noise_rate must be in [0, 1], got {self.noise_rate}")
-        for key, low in (("epochs", 1), ("batch_size", 1), ("train_size", 0), ("eval_train_size", 0)):
+        for key, low in (("epochs", 1), ("batch_size", 1), ("train_size", 0), ("eval_train_size", 0),
+                           ("test_size", 0)):
             value = getattr(self, key)
             if isinstance(value, bool) or int(value) != value or value < low:
                 raise ValueError(f"{key} must be an integer >= {low}, got {value!r}")

@@ -21,6 +21,8 @@ from tfq_noise.tasks import ClassificationTask
 
 # Subset and validation split are drawn with this seed, whatever the run's seed.
 SPLIT_SEED = 20230101
+# A --test_size subset of the test set is drawn with this seed, whatever the run's seed.
+TEST_SUBSET_SEED = 20230102
 
 
 @dataclasses.dataclass
@@ -127,7 +129,20 @@ PREPARERS: dict[str, Callable[[RunConfig, DataPaths], RunData]] = {"cifar10": pr
 def prepare(config: RunConfig, paths: DataPaths | None = None) -> RunData:
     if config.dataset not in PREPARERS:
         raise ValueError(f"unknown dataset {config.dataset!r}; choose one of {sorted(PREPARERS)}")
-    return PREPARERS[config.dataset](config, paths or DataPaths())
+    data = PREPARERS[config.dataset](config, paths or DataPaths())
+    return test_subset(data, config.test_size) if config.test_size else data
+
+
+def test_subset(data: RunData, size: int) -> RunData:
+    """``data`` with its test set cut to a fixed subset of ``size`` examples (same for every run)."""
+    n = len(data.test_images)
+    if size > n:
+        raise ValueError(f"test_size={size} exceeds the {n} test examples")
+    keep = np.sort(np.random.default_rng(TEST_SUBSET_SEED).permutation(n)[:size])
+    weights = None if data.test_weights is None else data.test_weights[keep]
+    info = {**data.info, "test_examples": int(size), "test_subset_of": int(n)}
+    return dataclasses.replace(data, test_images=data.test_images[keep], test_labels=data.test_labels[keep],
+                               test_weights=weights, info=info)
 
 
 from tfq_noise import multitask  # noqa: E402,F401  (registers the ferplus and bp4d preparers)

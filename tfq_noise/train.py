@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from tfq_noise import keras, results
+from tfq_noise import keras, methods, results
 from tfq_noise.callbacks import BestEpochKeeper, EpochEvaluation, HistoryWriter, NanGuard, ProgressPrinter
 from tfq_noise.config import RunConfig
 from tfq_noise.data.pipeline import make_dataset
@@ -183,11 +183,16 @@ def train(config: RunConfig, run_dir: str | Path, paths: DataPaths | None = None
     task = data.task
     run_dir.mkdir(parents=True, exist_ok=True)
     results.write_json(run_dir / results.CONFIG, config.to_dict())
+    recipe = config.recipe
+    data, data_filter = recipe.filter_training_data(
+        data, config.seed, lambda name, fold: train_fold(config, run_dir / FOLDS / name, fold, verbose, print_fn))
+    if data_filter:
+        release_memory()  # the fold models
+        keras.utils.set_random_seed(config.seed)
     results.write_json(run_dir / results.PROVENANCE, results.provenance(data.info))
 
     steps_per_epoch = int(np.ceil(len(data.train_images) / config.batch_size))
     checkpoint_dir = run_dir / results.CHECKPOINTS
-    recipe = config.recipe
     context = TrainContext(config.epochs, steps_per_epoch, checkpoint_dir, task.validation_metric,
                            recipe.selection_start_epoch(config.epochs), learning_rate_sum(config, steps_per_epoch))
     strategy = make_strategy(config.strategy)
@@ -237,9 +242,32 @@ def train(config: RunConfig, run_dir: str | Path, paths: DataPaths | None = None
     write_predictions(model, data, run_dir / results.PREDICTIONS)
     final = _summary(config, history, final_eval, task, time.time() - start, data, best_epoch)
     final.update(recipe.summary(context))
+    final["trainings"] = recipe.trainings()
+    if data_filter:
+        final["data_filter"] = data_filter
     results.write_json(run_dir / results.FINAL, final)
     shutil.rmtree(checkpoint_dir / "backup", ignore_errors=True)
     return final
+
+
+# Sub-folder of a run holding the trainings a method makes before its own (confident learning's folds).
+FOLDS = "folds"
+
+
+def train_fold(config: RunConfig, fold_dir: Path, fold_data: RunData, verbose: int = 0, print_fn=print) -> dict:
+    """Trains (or reuses, when finished) one fold run of ``config``'s other methods; returns its predictions.
+
+    The fold's validation set is its held-out examples, so ``val_probs`` are out-of-sample.
+    """
+    rest = config.recipe.fold_spec()
+    keep = set(methods.default_hparams(rest))
+    fold_config = dataclasses.replace(config, method=rest,
+                                      hparams={k: v for k, v in config.hparams.items() if k in keep})
+    if not (fold_dir / results.FINAL).exists():
+        release_memory()
+        train(fold_config, fold_dir, data=fold_data, verbose=verbose,
+              print_fn=lambda line, **kwargs: print_fn(f"  {fold_dir.name}: {line}", **kwargs))
+    return results.read_npz(fold_dir / results.PREDICTIONS)
 
 
 def release_memory() -> None:

@@ -1,5 +1,5 @@
-"""The registry of methods: every regularizer of the paper, and the noisy-label field's robust losses and
-mixup, by name.
+"""The registry of methods: every regularizer of the paper, and the noisy-label field's robust losses,
+mixup and confident learning (cleanlab), by name.
 
 ``resolve("quantization+early_stopping", {"weight_bits": 2})`` returns a
 :class:`Recipe` with the methods' defaults overridden by the given values.
@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from tfq_noise.methods.base import Method, Recipe
+from tfq_noise.methods.confident_learning import ConfidentLearning
 from tfq_noise.methods.mixup import Mixup
 from tfq_noise.methods.pruning import Pruning, StructuredPruning, prunable_layers
 from tfq_noise.methods.quantization import Quantization
@@ -19,7 +20,7 @@ from tfq_noise.methods.robust_losses import Bootstrapping, GeneralizedCrossEntro
 METHODS: dict[str, Method] = {
     m.name: m
     for m in (Baseline(), EarlyStopping(), WeightDecay(), Dropout(), LabelSmoothing(), Pruning(), Quantization(),
-              GeneralizedCrossEntropy(), SymmetricCrossEntropy(), Bootstrapping(), Mixup())
+              GeneralizedCrossEntropy(), SymmetricCrossEntropy(), Bootstrapping(), Mixup(), ConfidentLearning())
 }
 # Pairs that cannot share one model.
 _INCOMPATIBLE = {frozenset({"pruning", "quantization"})}

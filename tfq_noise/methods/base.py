@@ -20,6 +20,8 @@ class Method:
     description: str = ""
     # True for a method whose ``loss`` hook replaces the training loss (at most one per recipe).
     replaces_loss: bool = False
+    # True for a method that trains fold runs of the recipe's other methods to filter the data (cleanlab).
+    filters_data: bool = False
 
     def check(self, hp: Mapping[str, Any]) -> None:
         """Raises ValueError for invalid hyper-parameters."""
@@ -61,6 +63,18 @@ class Method:
 
     def callbacks(self, hp, context) -> list:
         return []
+
+    def trainings(self, hp) -> int:
+        """How many trainings a run of this method costs (confident learning: its K folds and the final one)."""
+        return 1
+
+    def filter_training_data(self, hp, data, seed: int, fit_fold):
+        """Returns ``(data, info)`` with training examples removed (e.g. flagged label errors), or None.
+
+        ``fit_fold(name, fold_data)`` trains a run of the recipe's other methods on ``fold_data`` and
+        returns its predictions (the arrays of ``predictions.npz``).
+        """
+        return None
 
     def selects_best_epoch(self, hp) -> bool:
         """True if the final model is the best epoch on validation, not the last."""
@@ -156,6 +170,22 @@ class Recipe:
 
     def callbacks(self, context) -> list:
         return [cb for m in self.methods for cb in m.callbacks(self.hparams, context)]
+
+    def trainings(self) -> int:
+        return max(m.trainings(self.hparams) for m in self.methods)
+
+    def filter_training_data(self, data, seed: int, fit_fold):
+        """``(data, info)``: the training data after every method's filter (info: what each removed)."""
+        info = {}
+        for method in self.methods:
+            filtered = method.filter_training_data(self.hparams, data, seed, fit_fold)
+            if filtered is not None:
+                data, info[method.name] = filtered
+        return data, info
+
+    def fold_spec(self) -> str:
+        """The methods a data filter's fold runs train with: the recipe's others ('baseline' if none)."""
+        return "+".join(m.name for m in self.methods if not m.filters_data) or "baseline"
 
     def selects_best_epoch(self) -> bool:
         return any(m.selects_best_epoch(self.hparams) for m in self.methods)

@@ -1,6 +1,6 @@
 """Benchmarks .tflite models on an Android device with LiteRT's ``benchmark_model`` over adb.
 
-    python -m tfq_noise.android_benchmark tflite_models/*.tflite \\
+    python -m tfq_noise.deploy.android tflite_models/*.tflite \\
         --benchmark_binary=/path/to/android_aarch64_benchmark_model \\
         [--num_threads=1,4] [--use_xnnpack=true] [--warmup_runs=50] [--num_runs=200] \\
         [--use_gpu] [--use_nnapi] [--serial=SERIAL] [--adb=adb] [--output=android_benchmark.json]
@@ -255,7 +255,7 @@ def _bool(text: str) -> bool:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m tfq_noise.android_benchmark", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m tfq_noise.deploy.android", description=__doc__.split("\n\n")[0])
     p.add_argument("models", nargs="+", help=".tflite files")
     p.add_argument("--benchmark_binary", default=None, help="LiteRT's benchmark_model built for Android")
     p.add_argument("--adb", default=None, help="adb executable (default: adb on PATH)")

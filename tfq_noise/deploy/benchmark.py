@@ -1,7 +1,8 @@
 """Benchmarks .tflite models with LiteRT on this CPU: latency, throughput, size, memory, int8/float ratios.
 
-    python -m tfq_noise.bench_tflite tflite_models/*.tflite [--output=benchmark.json]
+    python -m tfq_noise.deploy.benchmark tflite_models/*.tflite [--output=benchmark.json]
         [--threads=1,2] [--warmup_runs=50] [--runs=500] [--batch=32] [--batch_runs=20] [--rounds=1]
+        [--cross_check [--litert_benchmark=litert-benchmark]]
 
 Per model, in a fresh subprocess (``python -P`` running this file, which
 imports only numpy and ai_edge_litert, never TensorFlow):
@@ -28,13 +29,22 @@ imports only numpy and ai_edge_litert, never TensorFlow):
 
 int8 models get random int8 inputs, float models random normal float32
 inputs: the work does not depend on the values. Models are compared with a
-float32 reference: the float32 model exported from the same run (read from
-the ``<model>.tflite.json`` that ``tfq_noise.export`` writes), else the
-first float32 model given, or ``--reference``. Targets reported (met or not):
-int8 latency at 1 thread <= 0.30x the float32 one, int8 file <= 0.28x.
+float32 reference of the same architecture (input shape and kernel shapes,
+read from the files; ratios are never computed across architectures): the
+float32 model exported from the same run (read from the ``<model>.tflite.json``
+that ``tfq_noise.deploy.export`` writes), else the first float32 model given,
+or ``--reference``. Targets reported (met or not): int8 latency at 1 thread
+<= 0.30x the float32 one, int8 file <= 0.28x.
 
 ``--rounds=R`` runs every model R times in turn (round robin), pooling the
 timed samples: other load on the machine then weighs on every model alike.
+
+``--cross_check`` also times every model with an independent timer,
+``litert-benchmark`` (installed by ai-edge-litert 2.3.0; LiteRT's
+CompiledModel API, its own process), right after ours in each round, at each
+thread count, with the same warm-up and timed runs. Its average (which it
+prints to 0.01 ms) stands beside the mean of our samples, per model, and the
+int8/float32 latency ratios are given by both timers.
 """
 
 from __future__ import annotations
@@ -44,6 +54,8 @@ import datetime
 import json
 import os
 import platform
+import re
+import shutil
 import subprocess
 import sys
 import time
@@ -181,6 +193,40 @@ def run_worker(model_path: str | Path, threads: Sequence[int], warmup_runs: int,
     return result
 
 
+_LITERT_FIELDS = {"Model initialization": "init_ms", "Warmup (first)": "warmup_first_ms",
+                  "Warmup (avg)": "warmup_avg_ms",
+                  **{f"Inference ({k})": f"{k}_ms" for k in ("avg", "min", "max", "median", "std", "p5", "p95")}}
+
+
+def parse_litert_benchmark(text: str) -> dict:
+    """What ``litert-benchmark`` (ai-edge-litert 2.3.0) prints on stdout: times in ms, runs, full delegation."""
+    labels = "|".join(re.escape(label) for label in _LITERT_FIELDS)
+    out: dict = {_LITERT_FIELDS[label]: float(value)
+                 for label, value in re.findall(rf"^({labels}):\s+([0-9.]+) ms", text, re.M)}
+    runs = re.search(r"^Inference \(avg\):\s+[0-9.]+ ms \((\d+) runs\)", text, re.M)
+    if runs is None:
+        raise ValueError("no 'Inference (avg): <ms> ms (<n> runs)' line in litert-benchmark's output")
+    out["runs"] = int(runs.group(1))
+    accelerated = re.search(r"^Fully accelerated:\s+(True|False)", text, re.M)
+    out["fully_accelerated"] = None if accelerated is None else accelerated.group(1) == "True"
+    return out
+
+
+def run_litert_benchmark(executable: str, model_path: str | Path, threads: int, warmup_runs: int, runs: int,
+                         timeout: float = 600) -> dict:
+    """``litert-benchmark`` on one model at one thread count (CPU, XNNPACK), parsed."""
+    argv = [executable, f"--model={model_path}", f"--num_threads={threads}", f"--warmup_runs={warmup_runs}",
+            f"--num_runs={runs}"]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    try:
+        if proc.returncode != 0:
+            raise ValueError(f"exit {proc.returncode}")
+        return parse_litert_benchmark(proc.stdout)
+    except ValueError as error:
+        raise RuntimeError(f"litert-benchmark on {model_path} ({threads} threads) failed: {error}:\n"
+                           f"{(proc.stdout + proc.stderr)[-2000:]}") from None
+
+
 # ----------------------------------------------------------------------------- statistics and report
 
 
@@ -228,7 +274,17 @@ def _machine() -> dict:
             "python": platform.python_version(), "ai_edge_litert": litert}
 
 
-def summarize_model(path: Path, raw_rounds: list[dict], threads: Sequence[int], batch: int) -> dict:
+def _architecture(path: Path) -> str | None:
+    from tfq_noise.deploy.flatbuffer import architecture  # the parent only: the worker imports no tfq_noise
+
+    try:
+        return architecture(path.read_bytes())
+    except Exception:  # pylint: disable=broad-except
+        return None  # unknown: compared with nothing
+
+
+def summarize_model(path: Path, raw_rounds: list[dict], threads: Sequence[int], batch: int,
+                    cross_rounds: list[dict] | None = None) -> dict:
     side = _sidecar(path)
     first = raw_rounds[0]
     entry: dict = {
@@ -237,6 +293,7 @@ def summarize_model(path: Path, raw_rounds: list[dict], threads: Sequence[int], 
         "kind": side.get("kind") or ("float32" if first["input_dtype"].startswith("float") else "int8"),
         "input_dtype": first["input_dtype"],
         "source_run": _source_run(side),
+        "architecture": _architecture(path),
         "size_bytes": path.stat().st_size,
         "latency_ms": {},
         "throughput_images_per_s": {},
@@ -250,6 +307,12 @@ def summarize_model(path: Path, raw_rounds: list[dict], threads: Sequence[int], 
         samples = [s for r in raw_rounds for s in r["latency_samples_ms"][str(n)]]
         entry["latency_ms"][str(n)] = {"median": _percentile(samples, 50), "p90": _percentile(samples, 90),
                                        "min": min(samples), "runs": len(samples)}
+        if cross_rounds:  # litert-benchmark's average of each round, pooled (same runs per round)
+            theirs = [r[str(n)] for r in cross_rounds]
+            mean, avg = sum(samples) / len(samples), sum(t["avg_ms"] for t in theirs) / len(theirs)
+            entry.setdefault("cross_check", {})[str(n)] = {
+                "ours_mean_ms": mean, "litert_benchmark_avg_ms": avg, "litert_benchmark_over_ours": avg / mean,
+                "litert_benchmark_runs": sum(t["runs"] for t in theirs), "litert_benchmark_rounds": theirs}
         batch_samples = [s for r in raw_rounds for s in r["batch_samples_ms"].get(str(n), [])]
         if batch_samples:
             entry["throughput_images_per_s"][str(n)] = batch / (_percentile(batch_samples, 50) / 1000.0)
@@ -261,15 +324,16 @@ def _is_float(entry: dict) -> bool:
 
 
 def compare(entries: list[dict], threads: Sequence[int], reference: str | None = None) -> list[dict]:
-    """int8 vs float32 ratios and the targets, per non-float model."""
-    floats = [e for e in entries if _is_float(e)]
+    """int8 vs float32 ratios and the targets, per non-float model, against a model of its architecture."""
     comparisons = []
     for entry in entries:
         if _is_float(entry):
             continue
+        same = [e for e in entries if e["architecture"] is not None and e["architecture"] == entry["architecture"]]
+        floats = [e for e in same if _is_float(e)]
         ref, how = None, ""
         if reference:
-            ref = next((e for e in entries if e["model"] == reference or e["name"] == Path(reference).name), None)
+            ref = next((e for e in same if e["model"] == reference or e["name"] == Path(reference).name), None)
             how = "--reference"
         if ref is None and entry["source_run"]:
             ref = next((e for e in floats if e["source_run"] == entry["source_run"]), None)
@@ -281,6 +345,7 @@ def compare(entries: list[dict], threads: Sequence[int], reference: str | None =
         one = str(min(threads))
         item = {
             "model": entry["name"], "reference": ref["name"], "reference_chosen_by": how,
+            "architecture": entry["architecture"],
             "size_ratio": entry["size_bytes"] / ref["size_bytes"],
             "latency_ratio": {n: entry["latency_ms"][n]["median"] / ref["latency_ms"][n]["median"]
                               for n in entry["latency_ms"] if n in ref["latency_ms"]},
@@ -292,15 +357,22 @@ def compare(entries: list[dict], threads: Sequence[int], reference: str | None =
                                   "met": item["latency_ratio"].get(one, float("inf")) <= LATENCY_TARGET}
         item["size_target"] = {"max_ratio": SIZE_TARGET, "ratio": item["size_ratio"],
                                "met": item["size_ratio"] <= SIZE_TARGET}
+        if "cross_check" in entry and "cross_check" in ref:  # by both timers, same models
+            a, b = entry["cross_check"], ref["cross_check"]
+            lb = "litert_benchmark_avg_ms"
+            item["cross_check_latency_ratio"] = {n: {
+                "ours_mean": a[n]["ours_mean_ms"] / b[n]["ours_mean_ms"],
+                "litert_benchmark": a[n][lb] / b[n][lb] if b[n][lb] > 0 else None} for n in a if n in b}
         comparisons.append(item)
     return comparisons
 
 
 def format_table(entries: list[dict], comparisons: list[dict], threads: Sequence[int], batch: int) -> str:
     by_model = {c["model"]: c for c in comparisons}
+    cross = any("cross_check" in e for e in entries)
     header = ["model", "kind", "size KB"]
     for n in threads:
-        header += [f"p50 {n}t ms", f"p90 {n}t ms"]
+        header += [f"p50 {n}t ms", f"p90 {n}t ms"] + ([f"mean {n}t ms", f"litert-bm {n}t ms"] if cross else [])
     header += [f"b{batch} {n}t img/s" for n in threads]
     header += ["peak MB", "XNNPACK", "lat ratio", "size ratio"]
     rows = [header]
@@ -309,6 +381,9 @@ def format_table(entries: list[dict], comparisons: list[dict], threads: Sequence
         for n in threads:
             lat = e["latency_ms"][str(n)]
             row += [f"{lat['median']:.3f}", f"{lat['p90']:.3f}"]
+            if cross:
+                cc = e.get("cross_check", {}).get(str(n))
+                row += [f"{cc['ours_mean_ms']:.3f}", f"{cc['litert_benchmark_avg_ms']:.2f}"] if cc else ["", ""]
         row += [f"{e['throughput_images_per_s'].get(str(n), float('nan')):.0f}" for n in threads]
         x = e["xnnpack"][str(threads[0])]
         peak = e.get(f"peak_rss_delta_mb_batch{batch}", e["peak_rss_delta_mb_batch1"])
@@ -320,7 +395,7 @@ def format_table(entries: list[dict], comparisons: list[dict], threads: Sequence
             row += [f"{lt['ratio']:.2f}{' ok' if lt['met'] else ' MISS'}",
                     f"{st['ratio']:.4f}{' ok' if st['met'] else ' MISS'}"]
         else:
-            row += ["ref", "ref"]
+            row += ["ref", "ref"] if _is_float(e) else ["-", "-"]
         rows.append(row)
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows)
@@ -328,7 +403,8 @@ def format_table(entries: list[dict], comparisons: list[dict], threads: Sequence
 
 def benchmark(models: Sequence[str | Path], threads: Sequence[int] = (1, 2), warmup_runs: int = 50,
               runs: int = 500, batch: int = 32, batch_runs: int = 20, rounds: int = 1,
-              reference: str | None = None) -> dict:
+              reference: str | None = None, cross_check: str | None = None) -> dict:
+    """``cross_check``: the ``litert-benchmark`` executable to time every model with too (None: not)."""
     paths = [Path(m) for m in models]
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
@@ -338,10 +414,13 @@ def benchmark(models: Sequence[str | Path], threads: Sequence[int] = (1, 2), war
     load_before = os.getloadavg()
     start = time.time()
     raw: dict[Path, list[dict]] = {p: [] for p in paths}
+    cross: dict[Path, list[dict]] = {p: [] for p in paths}
     for _ in range(rounds):
         for p in paths:
             raw[p].append(run_worker(p, threads, warmup_runs, runs, batch, batch_runs))
-    entries = [summarize_model(p, raw[p], threads, batch) for p in paths]
+            if cross_check:
+                cross[p].append({str(n): run_litert_benchmark(cross_check, p, n, warmup_runs, runs) for n in threads})
+    entries = [summarize_model(p, raw[p], threads, batch, cross[p]) for p in paths]
     comparisons = compare(entries, threads, reference)
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -353,7 +432,10 @@ def benchmark(models: Sequence[str | Path], threads: Sequence[int] = (1, 2), war
                      "batch_runs": batch_runs, "rounds": rounds,
                      "delegates": "LiteRT defaults (XNNPACK on CPU)",
                      "memory": "VmHWM (reset before loading) minus VmRSS before loading the model, "
-                               "fresh subprocess per model"},
+                               "fresh subprocess per model",
+                     "cross_check": {"tool": "litert-benchmark", "executable": cross_check,
+                                     "compared": "its average (printed to 0.01 ms) vs the mean of our samples"}
+                     if cross_check else None},
         "targets": {"int8_latency_ratio_1_thread_max": LATENCY_TARGET, "int8_size_ratio_max": SIZE_TARGET},
         "models": entries,
         "comparisons": comparisons,
@@ -361,7 +443,7 @@ def benchmark(models: Sequence[str | Path], threads: Sequence[int] = (1, 2), war
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m tfq_noise.bench_tflite", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m tfq_noise.deploy.benchmark", description=__doc__.split("\n\n")[0])
     p.add_argument("models", nargs="+", help=".tflite files")
     p.add_argument("--output", default=None,
                    help="write the JSON report here (default: print only; no file is written or overwritten)")
@@ -372,36 +454,30 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch_runs", type=int, default=20, help="timed invocations at that batch size")
     p.add_argument("--rounds", type=int, default=1, help="round-robin repetitions over the models")
     p.add_argument("--reference", default=None, help="the float32 model to compare int8 models with")
+    p.add_argument("--cross_check", action="store_true",
+                   help="also time every model with litert-benchmark (same threads, warm-up and runs)")
+    p.add_argument("--litert_benchmark", default="litert-benchmark", help="the litert-benchmark executable")
     return p
 
 
-TFLITE_IDENTIFIER = b"TFL3"  # the flatbuffer file identifier of every .tflite model, at bytes 4..8
-
-
-def check_model_file(path) -> None:
-    """Raises ValueError unless ``path`` is a readable TFLite flatbuffer."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"{path}: no such file")
-    with open(path, "rb") as f:
-        head = f.read(8)
-    if len(head) < 8 or head[4:8] != TFLITE_IDENTIFIER:
-        raise ValueError(f"{path} is not a TFLite model (no {TFLITE_IDENTIFIER.decode()} identifier): give .tflite "
-                         "files written by python -m tfq_noise.export")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
+    from tfq_noise.deploy.flatbuffer import check_model_file
+
     args = _parser().parse_args(argv)
     try:
         threads = [int(t) for t in args.threads.split(",") if t.strip()]
         for model in [*args.models, *([args.reference] if args.reference else [])]:
             check_model_file(model)
+        cross_check = shutil.which(args.litert_benchmark) if args.cross_check else None
+        if args.cross_check and cross_check is None:
+            raise ValueError(f"--cross_check: {args.litert_benchmark!r} is not an executable on PATH "
+                             "(ai-edge-litert 2.3.0 installs litert-benchmark; or pass --litert_benchmark=PATH)")
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     try:
         report = benchmark(args.models, threads, args.warmup_runs, args.runs, args.batch, args.batch_runs,
-                           args.rounds, args.reference)
+                           args.rounds, args.reference, cross_check)
     except (FileNotFoundError, ValueError, RuntimeError) as error:
         print(f"benchmark failed: {error}", file=sys.stderr)
         return 1
@@ -420,6 +496,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{c['model']} vs {c['reference']} ({c['reference_chosen_by']}): latency {lt['ratio']:.3f}x at "
               f"{lt['threads']} thread (target <= {LATENCY_TARGET}: {'met' if lt['met'] else 'NOT met'}), "
               f"size {st['ratio']:.4f}x (target <= {SIZE_TARGET}: {'met' if st['met'] else 'NOT met'})")
+        for n, r in c.get("cross_check_latency_ratio", {}).items():
+            lb = "n/a" if r["litert_benchmark"] is None else f"{r['litert_benchmark']:.3f}x"
+            print(f"  cross-check, {n} thread(s): latency {r['ours_mean']:.3f}x by our mean, {lb} by litert-benchmark")
     print(f"wrote {output}" if output is not None else "not written (pass --output=PATH to keep the report)")
     return 0
 

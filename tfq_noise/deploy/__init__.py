@@ -1,0 +1,18 @@
+"""Deployment: TFLite (LiteRT) export of finished runs, its verification, and benchmarks.
+
+Modules (imported on demand; this package imports nothing heavy):
+
+* ``flatbuffer``: reads, rewrites and summarizes .tflite files (no TensorFlow);
+  defines :class:`~tfq_noise.deploy.flatbuffer.ExportError`.
+* ``convert``: TFLite converter calls (float32, PTQ int8, QAT int8), the W<b>/A8
+  rebuild of low-bit-activation runs and its activation range re-estimation.
+* ``verify``: runs LiteRT and Keras on images and compares them.
+* ``export``: exports a run, verified (``python -m tfq_noise.deploy.export``).
+* ``benchmark``: CPU latency / throughput / memory benchmark of .tflite files
+  (``python -m tfq_noise.deploy.benchmark``), optionally cross-checked with
+  ``litert-benchmark``.
+* ``android``: the same models on an Android device through ``adb`` and
+  LiteRT's ``benchmark_model`` (``python -m tfq_noise.deploy.android``).
+
+Imports go one way: ``flatbuffer`` <- ``convert``, ``verify`` <- ``export``.
+"""
