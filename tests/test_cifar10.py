@@ -154,3 +154,25 @@ def test_tfds_path_gives_the_binary_arrays(cifar10_data, monkeypatch):
     monkeypatch.setattr(tfds, "load", offline)
     with pytest.raises(RuntimeError, match=cifar10.ENV_VAR):
         cifar10.load_tfds(None)
+
+
+def test_test_size_keeps_one_fixed_subset_of_the_test_set(cifar10_data, cifar10_dir):
+    from unittest import mock
+
+    from tfq_noise import datasets
+    from tfq_noise.config import RunConfig
+
+    paths = datasets.DataPaths(cifar10_dir=str(cifar10_dir))
+    with mock.patch.object(datasets.cifar10, "load", lambda *args, **kwargs: cifar10_data):
+        full = datasets.prepare(RunConfig(train_size=100), paths)
+        small = datasets.prepare(RunConfig(train_size=100, test_size=500, seed=3), paths)
+        again = datasets.prepare(RunConfig(train_size=100, test_size=500, method="quantization"), paths)
+        with pytest.raises(ValueError, match="test_size=20000 exceeds the 10000 test examples"):
+            datasets.prepare(RunConfig(train_size=100, test_size=20000), paths)
+    assert len(full.test_images) == 10000 and len(small.test_images) == 500
+    assert small.info["test_examples"] == 500 and small.info["test_subset_of"] == 10000
+    assert np.array_equal(small.test_images, again.test_images)  # the same subset whatever the seed or method
+    rows = {full.test_images[i].tobytes(): full.test_labels[i] for i in range(10000)}
+    assert all(rows[image.tobytes()] == label for image, label in zip(small.test_images, small.test_labels))
+    with pytest.raises(ValueError, match="test_size"):
+        RunConfig(test_size=-1)
