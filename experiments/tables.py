@@ -133,11 +133,13 @@ def protocol_text(finals) -> str:
         augment = {True: "crop_flip", False: "none"}.get(augment, augment)
         train = f.get("train_examples") or "?"
         seen[(train, config["epochs"], config["batch_size"], config["learning_rate"],
-              config.get("lr_schedule", "constant"), augment, config.get("precision", "float32"))] += 1
+              config.get("lr_schedule", "constant"), augment, config.get("precision", "float32"),
+              config.get("test_size", 0))] += 1
     lines = []
-    for (train, epochs, batch, lr, schedule, augment, precision), n in sorted(seen.items(), key=str):
+    for (train, epochs, batch, lr, schedule, augment, precision, test), n in sorted(seen.items(), key=str):
+        subset = f"; test accuracy on a fixed subset of {test} test images" if test else ""
         lines.append(f"Protocol ({n} runs): {train} training images, {epochs} epochs, batch {batch}, Adam {lr:g} "
-                     f"({schedule}), augmentation {augment}, {precision}.")
+                     f"({schedule}), augmentation {augment}, {precision}{subset}.")
     return "\n".join(lines)
 
 
