@@ -28,8 +28,10 @@ from experiments import grid
 FLAGS = flags.FLAGS
 flags.DEFINE_string("experiment", "default", "Name of the experiment (a folder under --results_dir).")
 flags.DEFINE_string("results_dir", "results", "Where results are written.")
-flags.DEFINE_string("dataset", "cifar10", "Dataset name: cifar10, ferplus, bp4d.")
-flags.DEFINE_string("model", "resnet20", "Model name.")
+flags.DEFINE_string("dataset", "cifar10", "Dataset name: cifar10, ferplus, bp4d, folder (your images: "
+                    "--folder_path), or tfds:NAME (a TFDS image-classification dataset, e.g. tfds:mnist).")
+flags.DEFINE_string("model", "resnet20", "Model name: resnet20, multitask*, or a tf_keras.applications model "
+                    "(MobileNetV2, ResNet50...: untrained, logits; see --help).")
 flags.DEFINE_string("model_kwargs", "", "Model builder arguments, key=value,...  (e.g. batchnorm=false).")
 flags.DEFINE_string("methods", "baseline,quantization",
                     "Methods, comma-separated; name[key=value;...] sets a method's hyper-parameters; "
@@ -60,6 +62,8 @@ flags.DEFINE_string("tfds_data_dir", None, "TFDS data_dir.")
 flags.DEFINE_string("cifar10n_path", None, "CIFAR-10N CIFAR-10_human.pt (default: $TFQ_NOISE_CIFAR10N_PATH).")
 flags.DEFINE_string("ferplus_dir", None, "Unpacked FER+ folder (default: $TFQ_NOISE_FERPLUS_DIR).")
 flags.DEFINE_string("bp4d_dir", None, "BP4D-Spontaneous root (default: $TFQ_NOISE_BP4D_DIR).")
+flags.DEFINE_string("folder_path", None, "--dataset=folder: an image folder (one sub-folder per class, "
+                    "optional test/) or a CSV path,label[,clean_label][,split] (default: $TFQ_NOISE_FOLDER_PATH).")
 flags.DEFINE_integer("shard_index", 0, "This job's shard, 0 <= shard_index < num_shards.")
 flags.DEFINE_integer("num_shards", 1, "Number of shards the grid is split into.")
 flags.DEFINE_bool("jit_compile", False, "XLA-compile the training step (slower on this CPU; measure first).")
@@ -114,10 +118,9 @@ def build_grid():
     for rate in rates:
         if not 0.0 <= rate <= 1.0:
             raise ValueError(f"--noise_rates: {rate} is outside [0, 1]")
-    from tfq_noise.data import noise
-    from tfq_noise.multitask import NOISE_TYPES as DATASET_NOISE_TYPES
+    from tfq_noise.data import noise_types
 
-    allowed = DATASET_NOISE_TYPES.get(FLAGS.dataset, noise.NOISE_TYPES)
+    allowed = noise_types(FLAGS.dataset)  # raises on an unknown dataset
     for noise_type in FLAGS.noise_type:
         if noise_type not in allowed:
             raise ValueError(f"--noise_type: {noise_type!r} is not a noise type of {FLAGS.dataset}; "
@@ -128,10 +131,11 @@ def build_grid():
 
 
 def data_paths():
-    from tfq_noise.datasets import DataPaths
+    from tfq_noise.data import DataPaths
 
     return DataPaths(cifar10_dir=FLAGS.cifar10_dir, tfds_data_dir=FLAGS.tfds_data_dir,
-                     cifar10n_path=FLAGS.cifar10n_path, ferplus_dir=FLAGS.ferplus_dir, bp4d_dir=FLAGS.bp4d_dir)
+                     cifar10n_path=FLAGS.cifar10n_path, ferplus_dir=FLAGS.ferplus_dir, bp4d_dir=FLAGS.bp4d_dir,
+                     folder_path=FLAGS.folder_path)
 
 
 def changed_settings(run_dir: Path, config) -> list[str]:
@@ -202,7 +206,7 @@ def main(argv):
             return 2
 
     _configure_tensorflow()
-    from tfq_noise.datasets import prepare
+    from tfq_noise.data import prepare
     from tfq_noise.train import RunFailed, release_memory, train
 
     paths = data_paths()
@@ -297,17 +301,17 @@ def writable_problem(directory: Path) -> str | None:
 def help_text() -> str:
     """--help: what the runner does, what it knows by name, and its flags."""
     from tfq_noise import methods
-    from tfq_noise.data import noise
-    from tfq_noise.datasets import PREPARERS
-    from tfq_noise.models import MODELS
-    from tfq_noise.multitask import NOISE_TYPES as DATASET_NOISE_TYPES
+    from tfq_noise.data import DATASET_NOISE_TYPES
+    from tfq_noise.models import APPLICATIONS, MODELS
 
     method_lines = [f"  {name:16s} {m.description}; defaults {dict(m.defaults) or '{}'}"
                     for name, m in methods.METHODS.items()]
-    noise_lines = [f"  {name}: {', '.join(DATASET_NOISE_TYPES.get(name, noise.NOISE_TYPES))}" for name in PREPARERS]
+    noise_lines = [f"  {name}: {', '.join(types)}" for name, types in DATASET_NOISE_TYPES.items()]
     return "\n".join([
         (__doc__ or "").strip(), "",
-        "Models (--model): " + ", ".join(sorted(MODELS)),
+        "Models (--model): " + ", ".join(sorted(m for m in MODELS if m not in APPLICATIONS)),
+        "  and tf_keras.applications (untrained, logits; own arguments in --model_kwargs, e.g. alpha=0.35): "
+        + ", ".join(sorted(APPLICATIONS)),
         "Datasets (--dataset) and their noise types (--noise_type):", *noise_lines,
         "Methods (--methods, comma-separated; '+' composes; name[key=value;...] sets hyper-parameters):",
         *method_lines, "",

@@ -185,8 +185,11 @@ class ExperimentTables:
         g, rates = self.synthetic, self.rates
         if not rates:
             return []
-        return (["### Clean test accuracy at the last epoch (early stopping: its selected epoch), %", ""]
-                + method_by_rate(g, rates, lambda l, r: _cell(g[l].get(r, []), "test_accuracy"))
+        accuracy = (["### Clean test accuracy at the last epoch (early stopping: its selected epoch), %", ""]
+                    + method_by_rate(g, rates, lambda l, r: _cell(g[l].get(r, []), "test_accuracy")))
+        if not [label for label in g if label != "baseline"]:
+            return accuracy + ["", "No method beside the baseline has finished yet: no gains to report.", ""]
+        return (accuracy
                 + ["", "### Gain over the baseline at the last epoch, paired by seed (points)", "",
                    "Mean ± sample std of the per-seed differences (same images, same noise draw), and how many "
                    "seeds gain; one seed: its difference.", ""]

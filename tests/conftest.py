@@ -103,7 +103,7 @@ def tiny_run_data(cifar10_data, cifar10_dir):
     import dataclasses
     from unittest import mock
 
-    from tfq_noise import datasets
+    from tfq_noise import data as datasets
 
     def make(config, test_size: int = 200):
         with mock.patch.object(datasets.cifar10, "load", lambda *args, **kwargs: cifar10_data):

@@ -159,7 +159,7 @@ def test_tfds_path_gives_the_binary_arrays(cifar10_data, monkeypatch):
 def test_test_size_keeps_one_fixed_subset_of_the_test_set(cifar10_data, cifar10_dir):
     from unittest import mock
 
-    from tfq_noise import datasets
+    from tfq_noise import data as datasets
     from tfq_noise.config import RunConfig
 
     paths = datasets.DataPaths(cifar10_dir=str(cifar10_dir))

@@ -10,7 +10,7 @@ import pytest
 
 from tfq_noise import methods, results
 from tfq_noise.config import RunConfig
-from tfq_noise.datasets import RunData
+from tfq_noise.data import RunData
 from tfq_noise.methods.confident_learning import fold_data, fold_indices, flag_quality
 from tfq_noise.tasks import ClassificationTask
 from tfq_noise.train import FOLDS, train

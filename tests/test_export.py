@@ -31,7 +31,7 @@ def _config(method: str) -> RunConfig:
 @pytest.fixture(scope="session")
 def runs(tmp_path_factory, cifar10_dir):
     """A trained W4/A4 QAT run, and a float run dir written by hand (built model, its weights, config, final)."""
-    from tfq_noise.datasets import DataPaths
+    from tfq_noise.data import DataPaths
     from tfq_noise.train import build_run_model, release_memory, train
 
     root = tmp_path_factory.mktemp("results") / "t"
@@ -140,7 +140,7 @@ def test_qat_int4_storage_keeps_packed_weights(runs, tmp_path):
 
 
 def _paths(runs):
-    from tfq_noise.datasets import DataPaths
+    from tfq_noise.data import DataPaths
 
     return DataPaths(cifar10_dir=runs["cifar10_dir"])
 

@@ -14,10 +14,12 @@ import tensorflow as tf
 from tfq_noise import keras, methods, results
 from tfq_noise.config import RunConfig
 from tfq_noise.data import bp4d, ferplus, pipeline
-from tfq_noise.datasets import PREPARERS, DataPaths, prepare
+from tfq_noise.data import PREPARERS, DataPaths, prepare
 from tfq_noise.models import MODELS, build_model
 from tfq_noise.models.multitask import TASK_SETS, head_layer_bits, head_layer_names, task_names
-from tfq_noise.multitask import BP4D_TASK_NAMES, LazyImages, MaskedMultiLabelTask, validation_subjects
+from tfq_noise.data.bp4d import BP4D_TASK_NAMES, validation_subjects
+from tfq_noise.data.lazy import LazyImages
+from tfq_noise.tasks import MaskedMultiLabelTask
 from tfq_noise.quantization import QuantizationSpec, plan_model, quantize_model
 from tfq_noise.tasks import MultiLabelTask, f1_scores
 
@@ -305,7 +307,7 @@ def test_bp4d_lazy_images_match_in_memory(bp4d_root):
 
 
 def _dispatching(make_dataset):
-    """pipeline.make_dataset with the dispatch to lazily read images that BP4D needs (see tfq_noise.multitask)."""
+    """pipeline.make_dataset with the dispatch to lazily read images that BP4D needs (see tfq_noise.data.lazy)."""
 
     def wrapped(images, *args, **kwargs):
         if hasattr(images, "make_dataset"):
@@ -465,7 +467,7 @@ def test_flagfiles_expand_to_the_table1_grid(name, dataset, monkeypatch):
 
     from experiments import run, table1
     from tfq_noise.data import noise
-    from tfq_noise.multitask import NOISE_TYPES
+    from tfq_noise.data import DATASET_NOISE_TYPES as NOISE_TYPES  # noqa: F401
 
     try:
         flags.FLAGS(["run", f"--flagfile={REPO / 'experiments' / 'configs' / (name + '.flags')}"])

@@ -46,7 +46,7 @@ KILL_SCRIPT = textwrap.dedent("""
     import tfq_noise
     from tfq_noise import callbacks
     from tfq_noise.config import RunConfig
-    from tfq_noise.datasets import DataPaths, prepare
+    from tfq_noise.data import DataPaths, prepare
     from tfq_noise.train import train
 
     config = RunConfig(**{config!r})

@@ -43,7 +43,7 @@ class RunConfig:
     validation_labels: str = "noisy"
     augment: str = "none"  # none, flip or crop_flip (pipeline.AUGMENTATIONS); True/False of older configs accepted
     eval_train_size: int = 10_000  # training examples scored each epoch for memorization
-    test_size: int = 0  # 0: the whole test set; else a fixed subset of it (datasets.TEST_SUBSET_SEED)
+    test_size: int = 0  # 0: the whole test set; else a fixed subset of it (tfq_noise.data.TEST_SUBSET_SEED)
     dataset_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     jit_compile: bool = False
     deterministic: bool = False
@@ -58,6 +58,11 @@ class RunConfig:
             raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
         methods.resolve(self.method, self.hparams)  # raises on a bad method or hyper-parameter
         check_model_arguments(self.model, self.model_kwargs)
+        from tfq_noise.models.applications import method_kwargs_problem
+
+        problem = method_kwargs_problem(self.model, self.recipe.model_kwargs())
+        if problem:
+            raise ValueError(problem)
         if not 0.0 <= self.noise_rate <= 1.0:
             raise ValueError(f"noise_rate must be in [0, 1], got {self.noise_rate}")
         for key, low in (("epochs", 1), ("batch_size", 1), ("train_size", 0), ("eval_train_size", 0),

@@ -157,3 +157,34 @@ class MultiLabelTask:
     def memorization(self, logits, noisy_labels, clean_labels, corrupted) -> dict:
         return memorization_metrics(self.predict_labels(logits), np.asarray(noisy_labels).astype(bool),
                                     np.asarray(clean_labels).astype(bool), corrupted)
+
+
+class MaskedMultiLabelTask(MultiLabelTask):
+    """A :class:`MultiLabelTask` whose loss and fit metric accept per-label sample weights [B, T].
+
+    Keras' ``BinaryCrossentropy`` averages over the tasks before weighting, so a
+    [B, T] weight (BP4D's known-label mask) cannot be applied to it. Here the loss
+    is the per-entry sigmoid cross-entropy [B, T] (with the paper's label-wise
+    smoothing, C = 2); Keras multiplies it by the weights and averages over all
+    B·T entries, so unknown labels add nothing.
+    """
+
+    def loss(self, label_smoothing: float = 0.0):
+        smoothing = float(label_smoothing)
+
+        def masked_binary_crossentropy(y_true, logits):
+            targets = tf.cast(y_true, logits.dtype)
+            if smoothing > 0:
+                targets = targets * (1.0 - smoothing) + 0.5 * smoothing
+            return tf.nn.sigmoid_cross_entropy_with_logits(labels=targets, logits=logits)
+
+        return masked_binary_crossentropy
+
+    def fit_metrics(self):
+        logit_threshold = float(np.log(self.threshold / (1.0 - self.threshold)))
+
+        def entry_accuracy(y_true, logits):
+            return tf.cast(tf.equal(tf.cast(y_true, tf.float32) > 0.5, logits >= logit_threshold), tf.float32)
+
+        return [keras.metrics.MeanMetricWrapper(entry_accuracy, name="accuracy")]
+

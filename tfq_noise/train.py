@@ -21,7 +21,7 @@ from tfq_noise import keras, methods, results
 from tfq_noise.callbacks import BestEpochKeeper, EpochEvaluation, HistoryWriter, NanGuard, ProgressPrinter
 from tfq_noise.config import RunConfig
 from tfq_noise.data.pipeline import make_dataset
-from tfq_noise.datasets import DataPaths, RunData, prepare
+from tfq_noise.data import DataPaths, RunData, prepare
 from tfq_noise.models import build_model
 
 

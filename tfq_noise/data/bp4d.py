@@ -26,9 +26,13 @@ import csv
 import dataclasses
 import os
 import re
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
+
+from tfq_noise.data import base
+from tfq_noise.data.lazy import LazyImages
+from tfq_noise.tasks import MaskedMultiLabelTask
 
 # The 12 AUs evaluated on BP4D in the AU literature and in the paper.
 AUS: tuple[int, ...] = (1, 2, 4, 6, 7, 10, 12, 14, 15, 17, 23, 24)
@@ -325,3 +329,156 @@ def make_image_dataset(
         dataset = dataset.shuffle(len(frames), seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.map(read, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+# --------------------------------------------------------------------- a run's data: --dataset=bp4d
+#
+# ``config.noise_type='original'``, ``noise_rate=0`` (the labels are the FACS coders' own, there is
+# no cleaner reference); ``dataset_kwargs``:
+#
+# * ``fold`` (1): the subject-independent fold that tests on ``SUBJECT_PARTS[fold - 1]`` and trains
+#   on the two other parts (note: ME-GraphAU numbers its folds the other way round: its fold 1
+#   tests on part 3);
+# * ``image_size`` (299): frames are resized to ``image_size`` × ``image_size``, 3 channels,
+#   normalized to [-1, 1] (mean = std = 127.5, InceptionV3's preprocessing);
+# * ``in_memory`` (False): decode every frame into a uint8 array up front (small copies, tests)
+#   instead of reading them lazily (:class:`tfq_noise.data.lazy.LazyImages`);
+# * ``tasks`` (all of T1..T8), ``images_subdir``, ``labels_subdir``, ``image_extension``
+#   (:class:`Bp4dLayout`), ``missing_images`` ('error' | 'skip'), ``missing_sequences``
+#   ('error' | 'skip': leave out subjects/tasks without a label CSV);
+# * ``decision_threshold`` (0.5), ``val_size``, ``test_size`` (0 = all).
+#
+# Validation = ``round(validation_fraction × training subjects)`` subjects (at least one) held out
+# of the training part, chosen once per fold (never frames of a training subject: consecutive
+# frames are near duplicates). 12 tasks, AU1 .. AU24 in the paper's order. Unknown codes (9) are
+# masked: per-label sample weights in the loss and a mask in the F1, through
+# :class:`tfq_noise.tasks.MaskedMultiLabelTask`.
+
+# The noise type this dataset accepts (its labels' noise is real, with no rate to set).
+NOISE_TYPES: tuple[str, ...] = ("original",)
+BP4D_TASK_NAMES: tuple[str, ...] = tuple(f"AU{au}" for au in AUS)
+INCEPTION_MEAN_STD = 127.5  # pixel units: (x - 127.5) / 127.5 maps [0, 255] to [-1, 1]
+BP4D_CAVEAT = (
+    "BP4D labels are the FACS coders' only labels: training and 'clean' labels are the same, so "
+    "memorization cannot be measured; unknown AU codes (9) are masked."
+)
+
+BP4D_DEFAULTS = {
+    "fold": 1, "image_size": 299, "in_memory": False, "tasks": list(TASKS),
+    "images_subdir": Bp4dLayout.images_subdir, "labels_subdir": Bp4dLayout.labels_subdir,
+    "image_extension": Bp4dLayout.image_extension, "missing_images": "error", "missing_sequences": "error",
+    "decision_threshold": 0.5, "val_size": 0, "test_size": 0,
+}
+
+
+def _sequences(root: str, layout: Bp4dLayout, subjects, tasks, missing: str) -> dict[str, list[str]]:
+    """``{subject: [tasks with a label CSV]}``; with missing='error' every pair must exist."""
+    if missing not in ("error", "skip"):
+        raise ValueError(f"dataset_kwargs missing_sequences must be 'error' or 'skip', got {missing!r}")
+    if missing == "error":
+        return {s: list(tasks) for s in subjects}
+    label_dir = os.path.join(root, layout.labels_subdir)
+    found = {s: [t for t in tasks if os.path.isfile(os.path.join(label_dir, layout.label_file.format(subject=s, task=t)))]
+             for s in subjects}
+    return {s: ts for s, ts in found.items() if ts}
+
+
+def _load_sequence_frames(root, layout, sequences: Mapping[str, list[str]], missing_images: str) -> Bp4dFrames:
+    """Frames of every (subject, tasks) sequence, concatenated in the given order."""
+    if not sequences:
+        raise ValueError("no BP4D sequences with labels for these subjects")
+    parts = [load_frames(root, subjects=(s,), tasks=tuple(ts), layout=layout, missing_images=missing_images)
+             for s, ts in sequences.items()]
+    return Bp4dFrames(
+        paths=np.concatenate([p.paths for p in parts]), subjects=np.concatenate([p.subjects for p in parts]),
+        tasks=np.concatenate([p.tasks for p in parts]), frames=np.concatenate([p.frames for p in parts]),
+        labels=np.concatenate([p.labels for p in parts]), mask=np.concatenate([p.mask for p in parts]),
+        aus=parts[0].aus, num_missing_images=sum(p.num_missing_images for p in parts),
+    )
+
+
+def validation_subjects(train_subjects: Sequence[str], fraction: float, fold: int) -> tuple[str, ...]:
+    """The training subjects held out for validation: a fixed draw per fold, at least one if fraction > 0."""
+    subjects = sorted(train_subjects)
+    if fraction <= 0:
+        return ()
+    count = min(max(1, int(round(fraction * len(subjects)))), len(subjects) - 1)
+    if count < 1:
+        raise ValueError(f"cannot hold out a validation subject from {len(subjects)} training subject(s)")
+    order = np.random.default_rng(base.SPLIT_SEED + fold).permutation(len(subjects))
+    return tuple(sorted(subjects[i] for i in order[:count]))
+
+
+def prepare(config, paths: base.DataPaths) -> base.RunData:
+    """BP4D AU occurrence, one subject-independent fold (see the notes above)."""
+    base.check_real_noise(config, NOISE_TYPES)
+    options = base.options(config, BP4D_DEFAULTS)
+    fold = base.int_option(options, "fold", 1, 3)
+    size = base.int_option(options, "image_size", 1)
+    val_size, test_size = base.int_option(options, "val_size", 0), base.int_option(options, "test_size", 0)
+    if not isinstance(options["in_memory"], bool):
+        raise ValueError(f"dataset_kwargs in_memory must be true or false, got {options['in_memory']!r}")
+    tasks = options["tasks"]
+    tasks = [tasks] if isinstance(tasks, str) else list(tasks)
+    layout = Bp4dLayout(images_subdir=options["images_subdir"], labels_subdir=options["labels_subdir"],
+                             image_extension=options["image_extension"])
+    root = resolve_root(paths.bp4d_dir)
+    train_subjects, test_subjects = cross_validation_subjects(fold)
+    train_seq = _sequences(root, layout, train_subjects, tasks, options["missing_sequences"])
+    test_seq = _sequences(root, layout, test_subjects, tasks, options["missing_sequences"])
+    held_out = validation_subjects(list(train_seq), config.validation_fraction, fold)
+    fit_seq = {s: ts for s, ts in train_seq.items() if s not in held_out}
+    val_seq = {s: ts for s, ts in train_seq.items() if s in held_out}
+    fit = _load_sequence_frames(root, layout, fit_seq, options["missing_images"])
+    test = _load_sequence_frames(root, layout, test_seq, options["missing_images"])
+    val = _load_sequence_frames(root, layout, val_seq, options["missing_images"]) if val_seq else None
+
+    if config.train_size > len(fit):
+        raise ValueError(f"train_size={config.train_size} exceeds the fold's {len(fit)} training frames")
+    t = base.fixed_subset(len(fit), config.train_size)
+    s = base.fixed_subset(len(test), test_size, 2)
+    v = base.fixed_subset(len(val), val_size, 1) if val is not None else np.arange(0)
+
+    def images(frames, index):
+        if frames is None:
+            return np.zeros((0, size, size, 3), np.uint8)
+        lazy = LazyImages(frames.paths[index], (size, size), 3)
+        return lazy.load() if options["in_memory"] else lazy
+
+    train_labels = fit.labels[t]
+    n_tasks = len(BP4D_TASK_NAMES)
+    empty = np.zeros((0, n_tasks), np.float32)
+    return base.RunData(
+        task=MaskedMultiLabelTask(list(BP4D_TASK_NAMES), threshold=base.decision_threshold(options)),
+        train_images=images(fit, t),
+        train_labels=train_labels,
+        train_clean_labels=train_labels,
+        train_corrupted=np.zeros(train_labels.shape, bool),
+        val_images=images(val, v),
+        val_labels=val.labels[v] if val is not None else empty,
+        test_images=images(test, s),
+        test_labels=test.labels[s],
+        mean=np.full(3, INCEPTION_MEAN_STD, np.float32),
+        std=np.full(3, INCEPTION_MEAN_STD, np.float32),
+        train_weights=fit.mask[t],
+        val_weights=val.mask[v] if val is not None else empty,
+        test_weights=test.mask[s],
+        info={
+            "source": f"BP4D-Spontaneous ({root})",
+            "caveat": BP4D_CAVEAT,
+            "fold": fold,
+            "train_subjects": sorted(fit_seq),
+            "validation_subjects": sorted(val_seq),
+            "test_subjects": sorted(test_seq),
+            "image_size": size,
+            "in_memory": options["in_memory"],
+            "train_examples": int(len(t)),
+            "validation_examples": int(len(v)),
+            "test_examples": int(len(s)),
+            "train_flip_rate": None,
+            "unknown_label_share": float(1.0 - fit.mask[t].mean()),
+            "missing_images_skipped": int(fit.num_missing_images + test.num_missing_images
+                                          + (val.num_missing_images if val is not None else 0)),
+            "train_prevalence": dict(zip(BP4D_TASK_NAMES, base.prevalence(train_labels, fit.mask[t]).round(4).tolist())),
+        },
+    )
+

@@ -18,6 +18,10 @@ from typing import Sequence
 
 import numpy as np
 
+from tfq_noise.data import base, cifar10n, noise
+from tfq_noise.data.pipeline import channel_stats
+from tfq_noise.tasks import ClassificationTask
+
 CLASS_NAMES: tuple[str, ...] = (
     "airplane",
     "automobile",
@@ -354,3 +358,56 @@ def load_tfds(data_dir: str | None = None) -> Cifar10:
                 f"TFDS cifar10 gave {len(split)} examples where {expected} were expected"
             )
     return Cifar10(train=train, test=test, source="tfds", caveat=None)
+
+
+# --------------------------------------------------------------------- a run's data: --dataset=cifar10
+
+
+def prepare(config, paths: base.DataPaths) -> base.RunData:
+    """CIFAR-10 with synthetic noise (seeded) or CIFAR-10N's human labels (``--cifar10n_path``)."""
+    data = load(paths.cifar10_dir, paths.tfds_data_dir)
+    train_idx, val_idx, subset = base.subset_and_split(len(data.train), config.train_size, config.validation_fraction)
+    human = None
+    if config.noise_type in cifar10n.NOISE_TYPES:
+        path = paths.cifar10n_path or os.environ.get("TFQ_NOISE_CIFAR10N_PATH")
+        if not path:
+            raise ValueError(
+                f"noise_type {config.noise_type!r} needs CIFAR-10N's CIFAR-10_human.pt: pass --cifar10n_path "
+                "or set TFQ_NOISE_CIFAR10N_PATH"
+            )
+        human = {k: v[subset] for k, v in cifar10n.load_human_labels(path).items()}
+    rate = None if human is not None else config.noise_rate
+    noisy = noise.make_noisy_labels(
+        config.noise_type, data.train.labels[subset], rate, config.seed, NUM_CLASSES, human
+    )
+    # Positions of the train / validation examples inside ``subset``.
+    position = {index: i for i, index in enumerate(subset)}
+    t = np.array([position[i] for i in train_idx], dtype=np.int64)
+    v = np.array([position[i] for i in val_idx], dtype=np.int64)
+    val_labels = noisy.noisy[v] if config.validation_labels == "noisy" else noisy.clean[v]
+    train_images = data.train.images[train_idx]
+    mean, std = channel_stats(train_images)
+    return base.RunData(
+        task=ClassificationTask(NUM_CLASSES),
+        train_images=train_images,
+        train_labels=noisy.noisy[t],
+        train_clean_labels=noisy.clean[t],
+        train_corrupted=noisy.corrupted_mask[t],
+        val_images=data.train.images[val_idx],
+        val_labels=val_labels,
+        test_images=data.test.images,
+        test_labels=data.test.labels,
+        mean=np.asarray(mean, np.float32),
+        std=np.asarray(std, np.float32),
+        train_index=train_idx,
+        val_index=val_idx,
+        info={
+            "source": data.source,
+            "caveat": data.caveat,
+            "train_examples": int(len(t)),
+            "validation_examples": int(len(v)),
+            "test_examples": int(len(data.test)),
+            "realized_flip_rate": float(noisy.realized_flip_rate),
+            "train_flip_rate": float(np.mean(noisy.corrupted_mask[t])),
+        },
+    )

@@ -40,6 +40,10 @@ from typing import Sequence
 
 import numpy as np
 
+from tfq_noise.data import base
+from tfq_noise.data.pipeline import channel_stats
+from tfq_noise.tasks import MultiLabelTask, f1_scores
+
 EMOTIONS: tuple[str, ...] = (
     "neutral",
     "happiness",
@@ -387,3 +391,104 @@ def load(
         split: load_split(split, ferplus_dir, threshold, num_annotators, seed, cache_dir)
         for split in splits
     }
+
+# --------------------------------------------------------------------- a run's data: --dataset=ferplus
+#
+# ``config.noise_type='annotators'``, ``noise_rate=0``; ``dataset_kwargs``:
+#
+# * ``annotators`` (1): the k crowd annotators whose votes make the noisy training
+#   labels (sampled per image with the run's seed);
+# * ``threshold`` (2): votes out of 10 an emotion needs in the reference labels;
+# * ``decision_threshold`` (0.5): sigmoid probability above which a task is predicted present.
+#   A calibrated model trained on k annotators predicts the chance that k votes flag the emotion,
+#   so only thresholds in :func:`matched_decision_range` separate the reference's ``threshold``
+#   votes from one fewer (k = 3: 0.5 does; k = 1: 0.15 does, 0.5 does not); a threshold outside
+#   that range is reported in the run's info and printed;
+# * ``val_size``, ``test_size`` (0 = all): fixed subsets, for smoke runs only.
+#
+# Train = FER2013Train with the noisy labels of k annotators; ``train_corrupted`` marks the
+# label entries where they differ from the reference (all 10 votes). Validation = FER2013Valid
+# with the noisy labels of k annotators (what a user has), or the reference with
+# ``validation_labels='clean'``; ``validation_fraction=0`` drops it. Test = FER2013Test against
+# the reference. ``train_size`` > 0 keeps a fixed subset of FER2013Train. 8 tasks, the emotions.
+
+# The noise type this dataset accepts (its labels' noise is real, with no rate to set).
+NOISE_TYPES: tuple[str, ...] = ("annotators",)
+
+FERPLUS_CAVEAT = (
+    "FER+ stands in for BP4D: 8 emotions (not action units) from FER2013 faces; noisy labels are "
+    "the votes of {k} sampled crowd annotator(s), evaluated against all 10 votes. One annotator "
+    "gives one vote, so labels compete within an image."
+)
+
+FERPLUS_DEFAULTS = {"annotators": 1, "threshold": 2, "decision_threshold": 0.5, "val_size": 0, "test_size": 0}
+
+
+def prepare(config, paths: base.DataPaths) -> base.RunData:
+    """FER+ with the noisy labels of k crowd annotators (see the notes above)."""
+    base.check_real_noise(config, NOISE_TYPES)
+    options = base.options(config, FERPLUS_DEFAULTS)
+    k = base.int_option(options, "annotators", 1, NUM_VOTE_SLOTS)
+    threshold = base.int_option(options, "threshold", 1, NUM_VOTE_SLOTS)
+    val_size, test_size = base.int_option(options, "val_size", 0), base.int_option(options, "test_size", 0)
+    directory = paths.ferplus_dir
+
+    def load(split):
+        return load_split(split, directory, threshold=threshold, num_annotators=k, seed=config.seed)
+
+    train, valid, test = load("train"), load("valid"), load("test")
+    if config.train_size > len(train):
+        raise ValueError(f"train_size={config.train_size} exceeds FER+'s {len(train)} training images")
+    t = base.fixed_subset(len(train), config.train_size)
+    v = base.fixed_subset(len(valid), val_size, 1) if config.validation_fraction > 0 else np.arange(0)
+    s = base.fixed_subset(len(test), test_size, 2)
+    train_images = train.images[t]
+    noisy, reference = train.noisy[t], train.reference[t]
+    corrupted = (noisy > 0.5) != (reference > 0.5)
+    mean, std = channel_stats(train_images)
+    val_labels = valid.noisy[v] if config.validation_labels == "noisy" else valid.reference[v]
+    disagreement = label_disagreement(noisy, reference)
+    decision_threshold = base.decision_threshold(options)
+    low, high = matched_decision_range(k, threshold)
+    if not low < decision_threshold <= high:
+        print(f"warning: decision_threshold={decision_threshold} is outside ({low:.3f}, {high:.3f}], where a "
+              f"calibrated model trained on {k} annotator(s) flags exactly the emotions with >= {threshold} "
+              "of 10 votes; F1 against the reference is capped below 1", flush=True)
+    # The F1 ceiling at this threshold: a model that knew every test image's vote shares exactly.
+    oracle = f1_scores(test.reference[s], vote_share_oracle(test.votes[s], k, threshold, decision_threshold))
+    return base.RunData(
+        task=MultiLabelTask(list(EMOTIONS), threshold=decision_threshold),
+        train_images=train_images,
+        train_labels=noisy,
+        train_clean_labels=reference,
+        train_corrupted=corrupted,
+        val_images=valid.images[v],
+        val_labels=val_labels,
+        test_images=test.images[s],
+        test_labels=test.reference[s],
+        mean=np.asarray(mean, np.float32),
+        std=np.asarray(std, np.float32),
+        info={
+            "source": f"FER+ ({resolve_dir(directory)}): FER2013Train / FER2013Valid / FER2013Test",
+            "caveat": FERPLUS_CAVEAT.format(k=k),
+            "annotators": k,
+            "vote_threshold": threshold,
+            "noisy_vote_threshold": noisy_vote_threshold(k, threshold),
+            "decision_threshold": decision_threshold,
+            "matched_decision_range": [round(low, 4), round(high, 4)],
+            "oracle_per_task_f1": dict(zip(EMOTIONS, oracle.round(4).tolist())),
+            "oracle_average_f1": round(float(oracle.mean()), 4),
+            "train_examples": int(len(t)),
+            "validation_examples": int(len(v)),
+            "validation_labels": config.validation_labels,
+            "test_examples": int(len(s)),
+            "dropped_unknown_or_not_a_face": {"train": train.num_dropped, "valid": valid.num_dropped,
+                                              "test": test.num_dropped},
+            "train_flip_rate": float(corrupted.mean()),  # share of label entries noisy != reference
+            "train_images_with_a_flip": disagreement["any"],
+            "train_flip_rate_per_task": {e: disagreement[e] for e in EMOTIONS},
+            "train_noisy_prevalence": dict(zip(EMOTIONS, base.prevalence(noisy).round(4).tolist())),
+            "test_prevalence": dict(zip(EMOTIONS, base.prevalence(test.reference[s]).round(4).tolist())),
+        },
+    )
+

@@ -271,7 +271,7 @@ def export_run(
 ) -> dict:
     """Exports a finished run (see the module docstring); returns the JSON report."""
     from tfq_noise.config import RunConfig
-    from tfq_noise.datasets import prepare
+    from tfq_noise.data import prepare
 
     run_dir = Path(run_dir)
     if kind not in KINDS:
@@ -391,7 +391,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from tfq_noise.datasets import DataPaths
+    from tfq_noise.data import DataPaths
 
     args = _parser().parse_args(argv)
     try:

@@ -1,4 +1,5 @@
-"""Models, looked up by name: ``build_model(name, **kwargs)``."""
+"""Models, looked up by name: ``build_model(name, **kwargs)``; also every ``tf_keras.applications``
+model by its name (``MobileNetV2``...; :mod:`tfq_noise.models.applications`)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Callable
 from tfq_noise.models.multitask import multitask_inception_v3, multitask_model, multitask_small_cnn
 from tfq_noise.models.common import DROPOUT_POSITIONS
 from tfq_noise.models.resnet import resnet20
+from tfq_noise.models.applications import APPLICATIONS
 
 MODELS: dict[str, Callable] = {
     "resnet20": resnet20,
@@ -14,6 +16,7 @@ MODELS: dict[str, Callable] = {
     "multitask": multitask_model,  # backbone=small_cnn|inception_v3 in model_kwargs
     "multitask_small_cnn": multitask_small_cnn,
     "multitask_inception_v3": multitask_inception_v3,
+    **APPLICATIONS,  # tf_keras.applications by name (untrained, logits): MobileNetV2, ResNet50, ...
 }
 
 
@@ -23,4 +26,4 @@ def build_model(name: str, **kwargs):
     return MODELS[name](**kwargs)
 
 
-__all__ = ["DROPOUT_POSITIONS", "MODELS", "build_model", "resnet20"]
+__all__ = ["APPLICATIONS", "DROPOUT_POSITIONS", "MODELS", "build_model", "resnet20"]

@@ -1,7 +1,7 @@
 """tfmot ``QuantizeConfig``s: which tensors of a layer are quantized, and how.
 
 One config class serves every layer: a kernel quantizer (Conv2D, Conv1D,
-Dense) and/or an output quantizer. Which layers get which bits is
+DepthwiseConv2D, DepthwiseConv1D, Dense) and/or an output quantizer. Which layers get which bits is
 decided on the whole graph in :mod:`tfq_noise.quantization.scheme`.
 """
 
@@ -16,14 +16,18 @@ from tfq_noise.quantization.quantizers import ActivationQuantizer, WeightQuantiz
 
 _QuantizeConfig = tfmot.quantization.keras.QuantizeConfig
 
-# The attribute that holds each supported layer type's kernel. DepthwiseConv2D is left out:
-# its output channels span two kernel axes (input × multiplier), which the per-channel
-# scale over the last axis would get wrong.
+# The attribute that holds each supported layer type's kernel. SeparableConv2D is not here:
+# the scheme splits it into DepthwiseConv2D + Conv2D first (scheme.split_separable_convs).
 KERNEL_ATTRIBUTES = {
     "Conv2D": "kernel",
     "Conv1D": "kernel",
+    "DepthwiseConv2D": "depthwise_kernel",
+    "DepthwiseConv1D": "depthwise_kernel",
     "Dense": "kernel",
 }
+# Kernels whose output channels span the last two axes (in_channels × depth_multiplier):
+# their per-channel range is taken over the spatial axes only.
+DEPTHWISE_LAYERS = frozenset({"DepthwiseConv2D", "DepthwiseConv1D"})
 
 
 class LayerQuantizeConfig(_QuantizeConfig):
@@ -40,11 +44,13 @@ class LayerQuantizeConfig(_QuantizeConfig):
         per_channel: bool = True,
         output_bits: int | None = None,
         ema_momentum: float = 0.99,
+        unsigned_output: bool = False,
     ):
         self.weight_bits = None if weight_bits is None else ops.check_bits(weight_bits, "weight bits")
         self.per_channel = bool(per_channel)
         self.output_bits = None if output_bits is None else ops.check_bits(output_bits, "activation bits")
         self.ema_momentum = float(ema_momentum)
+        self.unsigned_output = bool(unsigned_output)
 
     def _kernel_attribute(self, layer):
         if self.weight_bits is None:
@@ -61,7 +67,8 @@ class LayerQuantizeConfig(_QuantizeConfig):
         attribute = self._kernel_attribute(layer)
         if attribute is None:
             return []
-        return [(getattr(layer, attribute), WeightQuantizer(self.weight_bits, self.per_channel))]
+        depthwise = type(layer).__name__ in DEPTHWISE_LAYERS
+        return [(getattr(layer, attribute), WeightQuantizer(self.weight_bits, self.per_channel, depthwise))]
 
     def set_quantize_weights(self, layer, quantize_weights):
         attribute = self._kernel_attribute(layer)
@@ -77,7 +84,7 @@ class LayerQuantizeConfig(_QuantizeConfig):
     def get_output_quantizers(self, layer):
         if self.output_bits is None:
             return []
-        return [ActivationQuantizer(self.output_bits, self.ema_momentum)]
+        return [ActivationQuantizer(self.output_bits, self.ema_momentum, self.unsigned_output)]
 
     def get_config(self):
         return {
@@ -85,6 +92,7 @@ class LayerQuantizeConfig(_QuantizeConfig):
             "per_channel": self.per_channel,
             "output_bits": self.output_bits,
             "ema_momentum": self.ema_momentum,
+            "unsigned_output": self.unsigned_output,
         }
 
     def __eq__(self, other):

@@ -24,23 +24,31 @@ class WeightQuantizer(_Quantizer):
     ``per_channel``: one range per output channel (last axis); otherwise one for
     the whole kernel (Dense layers, which TFLite only converts per tensor). The
     range needs no state, so the deployed model uses exactly the trained grid.
+
+    ``depthwise``: the kernel is a depthwise kernel ``(*spatial, C, M)`` whose
+    output channels span its last *two* axes; with ``per_channel`` it gets one
+    range per (input channel, multiplier) pair, ``C × M`` ranges
+    (:func:`ops.fake_quant_depthwise`).
     """
 
-    def __init__(self, num_bits: int, per_channel: bool = True):
+    def __init__(self, num_bits: int, per_channel: bool = True, depthwise: bool = False):
         self.num_bits = ops.check_bits(num_bits, "weight bits")
         self.per_channel = bool(per_channel)
+        self.depthwise = bool(depthwise)
 
     def build(self, tensor_shape, name, layer):
         return {}
 
     def __call__(self, inputs, training, weights, **kwargs):
+        if self.per_channel and self.depthwise:
+            return ops.fake_quant_depthwise(inputs, self.num_bits, straight_through=bool(training))
         scale = ops.per_channel_scale(inputs) if self.per_channel else ops.per_tensor_scale(inputs)
         return ops.fake_quant(
             inputs, scale, self.num_bits, per_channel=self.per_channel, straight_through=bool(training)
         )
 
     def get_config(self):
-        return {"num_bits": self.num_bits, "per_channel": self.per_channel}
+        return {"num_bits": self.num_bits, "per_channel": self.per_channel, "depthwise": self.depthwise}
 
     def __eq__(self, other):
         return isinstance(other, WeightQuantizer) and self.get_config() == other.get_config()
@@ -54,13 +62,17 @@ class ActivationQuantizer(_Quantizer):
 
     The moving average starts at the first training batch's range (not at an
     arbitrary constant), so a model evaluated after one step is already sane.
+
+    ``unsigned``: for a tensor known to be non-negative, the grid ``[0, max X]``
+    with ``2^b`` levels (:func:`ops.fake_quant`) instead of the paper's symmetric one.
     """
 
-    def __init__(self, num_bits: int, ema_momentum: float = 0.99):
+    def __init__(self, num_bits: int, ema_momentum: float = 0.99, unsigned: bool = False):
         self.num_bits = ops.check_bits(num_bits, "activation bits")
         if not 0.0 <= ema_momentum < 1.0:
             raise ValueError(f"ema_momentum must be in [0, 1), got {ema_momentum!r}")
         self.ema_momentum = float(ema_momentum)
+        self.unsigned = bool(unsigned)
 
     def build(self, tensor_shape, name, layer):
         ema = layer.add_weight(
@@ -74,7 +86,7 @@ class ActivationQuantizer(_Quantizer):
     def __call__(self, inputs, training, weights, **kwargs):
         ema = weights["range_ema"]
         if not training:
-            return ops.fake_quant(inputs, ema, self.num_bits, straight_through=False)
+            return ops.fake_quant(inputs, ema, self.num_bits, straight_through=False, unsigned=self.unsigned)
         batch_range = tf.cast(tf.stop_gradient(ops.per_tensor_scale(inputs)), ema.dtype)
         updated = tf.where(
             ema > 0.0,
@@ -82,10 +94,10 @@ class ActivationQuantizer(_Quantizer):
             batch_range,
         )
         ema.assign(updated)
-        return ops.fake_quant(inputs, tf.cast(batch_range, inputs.dtype), self.num_bits)
+        return ops.fake_quant(inputs, tf.cast(batch_range, inputs.dtype), self.num_bits, unsigned=self.unsigned)
 
     def get_config(self):
-        return {"num_bits": self.num_bits, "ema_momentum": self.ema_momentum}
+        return {"num_bits": self.num_bits, "ema_momentum": self.ema_momentum, "unsigned": self.unsigned}
 
     def __eq__(self, other):
         return isinstance(other, ActivationQuantizer) and self.get_config() == other.get_config()

@@ -2,20 +2,30 @@
 
 What is quantized, decided on the model's graph:
 
-* every Conv2D / Conv1D / Dense kernel: ``weight_bits``; Conv kernels
-  per output channel, Dense kernels per tensor (TFLite does not convert
-  per-channel Dense);
+* every Conv2D / Conv1D / DepthwiseConv2D / DepthwiseConv1D / Dense kernel:
+  ``weight_bits``; Conv kernels per output channel (a depthwise kernel
+  ``(kh, kw, C, M)`` has ``C × M`` of them), Dense kernels per tensor (TFLite
+  does not convert per-channel Dense); a SeparableConv2D is first split into
+  DepthwiseConv2D ``<name>_depthwise`` + 1×1 Conv2D ``<name>_pointwise``
+  (:func:`split_separable_convs`), so the tensor between them is quantized too;
 * every *input* of those layers (the paper's "activations"): ``activation_bits``
   of the layer that reads it, quantized where it is produced (an output
   quantizer on the producer, or on the model input);
 * the first and last such layers (those that read the model input / write a
-  model output): ``first_last_bits`` for both weights and input;
+  model output): ``first_last_bits`` for both weights and input. The first is
+  found through input preprocessing (Rescaling, Normalization, ZeroPadding...),
+  the last through output activations (Softmax, Activation, ReLU);
 * any other tensor that exists in an integer model (a residual branch before
   its ``Add``, the logits): ``other_tensor_bits`` (8), because integer
   inference needs a range for every tensor and 8 bits is the most that
   converts; the paper does not quantize them;
 * a tensor fused away at inference is left in float: Conv → BatchNorm, and
-  Conv / BatchNorm / Add → ReLU.
+  Conv / BatchNorm / Add → ReLU or ReLU6.
+
+Other layers without weights (pooling, Add, Multiply, Concatenate, activations,
+Rescaling...) only get an output quantizer where their output is needed; the
+layers with weights but no kernel that are kept in float are BatchNormalization
+and Normalization. Any other layer with weights raises a ``ValueError`` naming it.
 
 BatchNorm is kept by default, after the quantized conv. Per-channel weight
 quantization with range ``max|W|`` commutes with BN's per-channel scale, so when
@@ -48,10 +58,19 @@ from tfq_noise.quantization.quantizers import ActivationQuantizer, WeightQuantiz
 
 _qkeras = tfmot.quantization.keras
 
-# Identity at inference, removed by the converter: look through them.
-_TRANSPARENT = {"Dropout", "SpatialDropout1D", "SpatialDropout2D", "GaussianNoise",
-                "GaussianDropout", "ActivityRegularization", "Flatten", "Reshape"}
-_RELU_LIKE = {"ReLU"}
+# Identity at inference or a pure re-layout of the same values (the converter removes them, or
+# gives their output the range of their input): look through them.
+_TRANSPARENT = {"Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise",
+                "GaussianDropout", "AlphaDropout", "ActivityRegularization", "Flatten", "Reshape",
+                "ZeroPadding1D", "ZeroPadding2D"}
+# Input preprocessing: the first Conv/Dense is looked for through them (their outputs are quantized
+# as any other tensor, at ``other_tensor_bits`` unless a Conv/Dense reads them).
+_PREPROCESSING = {"Rescaling", "Normalization", "Resizing", "CenterCrop", "Cropping1D", "Cropping2D"}
+# Output activations: a Conv/Dense that only they separate from a model output is a last layer.
+_OUTPUT_ACTIVATIONS = {"Softmax", "Activation", "ReLU"}
+# Layers with weights but no kernel: kept in float (BN is folded into the conv by the converter,
+# Normalization's mean/variance become constants of a float-free Sub/Mul in the integer model).
+_WEIGHTS_WITHOUT_KERNEL = {"BatchNormalization", "Normalization"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,6 +85,9 @@ class QuantizationSpec:
     # Per-layer (weight_bits, activation_bits) by layer name, over everything else. A tensor read
     # by several layers is quantized once, at the largest of their activation bits.
     layer_bits: Mapping[str, tuple[int, int]] = dataclasses.field(default_factory=dict)
+    # Quantize tensors known to be non-negative (ReLU/ReLU6/sigmoid/softmax outputs) on the unsigned
+    # grid [0, max] with 2^b levels instead of the paper's symmetric one (which gives them 2^(b-1)).
+    unsigned_activations: bool = False
 
     def __post_init__(self):
         ops.check_bits(self.weight_bits, "weight_bits")
@@ -92,6 +114,7 @@ class LayerPlan:
     input_bits: int | None  # bits of the layer's input, for kernel layers
     output_bits: int | None  # bits of this layer's output quantizer, if any
     per_channel: bool
+    unsigned_output: bool = False  # the output quantizer uses the unsigned grid [0, max]
 
 
 def _is_kernel_layer(layer) -> bool:
@@ -99,12 +122,103 @@ def _is_kernel_layer(layer) -> bool:
 
 
 def _is_relu(layer) -> bool:
+    """A ReLU or ReLU6 that TFLite fuses into the conv/add before it (``ReLU(6.)``, ``Activation("relu6")``)."""
     name = type(layer).__name__
-    if name in _RELU_LIKE:
-        return True
+    if name == "ReLU":
+        config = layer.get_config()
+        max_value = config.get("max_value")
+        return (float(config.get("negative_slope") or 0.0) == 0.0 and float(config.get("threshold") or 0.0) == 0.0
+                and (max_value is None or float(max_value) == 6.0))
     if name == "Activation":
-        return getattr(layer.activation, "__name__", "") == "relu"
+        return getattr(layer.activation, "__name__", "") in ("relu", "relu6")
     return False
+
+
+_NON_NEGATIVE_ACTIVATIONS = {"relu", "relu6", "sigmoid", "softmax", "hard_sigmoid", "exponential"}
+
+
+def _non_negative_output(layer) -> bool:
+    """The layer's output is ≥ 0 whatever its input: a ReLU(6), or a layer ending in such an activation."""
+    layer_type = type(layer).__name__
+    if layer_type == "ReLU":
+        config = layer.get_config()
+        return float(config.get("negative_slope") or 0.0) == 0.0 and float(config.get("threshold") or 0.0) >= 0.0
+    if layer_type == "Softmax":
+        return True
+    activation = getattr(layer, "activation", None)
+    return getattr(activation, "__name__", "") in _NON_NEGATIVE_ACTIVATIONS
+
+
+def _unsupported_layer_error(layer) -> ValueError:
+    layer_type = type(layer).__name__
+    if isinstance(layer, keras.Model):
+        return ValueError(
+            f"layer {layer.name} ({layer_type}) is a nested model: the scheme quantizes the layers of one flat "
+            "functional or Sequential model. Build the model flat (call the inner model's layers on the outer "
+            "model's tensors, e.g. keras.applications.X(input_tensor=...)) or quantize the inner model alone."
+        )
+    return ValueError(
+        f"layer {layer.name} ({layer_type}) has weights this scheme cannot quantize. Layers with quantized "
+        f"kernels: {sorted(KERNEL_ATTRIBUTES)} and SeparableConv2D (split into depthwise + pointwise); layers "
+        f"with weights kept in float: {sorted(_WEIGHTS_WITHOUT_KERNEL)}; layers without weights pass through. "
+        f"Replace {layer_type} by supported layers, or quantize the model with scheme='tfmot_default_8bit' "
+        "(tfmot's own registry), or leave this model unquantized."
+    )
+
+
+class _SplitSeparableConv(tfmot_transforms.Transform):
+    """SeparableConv2D ``name`` → DepthwiseConv2D ``name_depthwise`` + 1×1 Conv2D ``name_pointwise``.
+
+    The same computation (``tf.nn.separable_conv2d`` is exactly these two convs), but the tensor
+    between them becomes a layer output, so it gets an activation quantizer like any conv input
+    (TFLite converts a SeparableConv2D to these two ops and needs its range). Deterministic
+    names keep ``layer_bits`` and weight files valid across builds. Same as tfmot's
+    ``SeparableConvQuantize``, which names the new layers ``depthwise_conv2d_<n>``.
+    """
+
+    def pattern(self):
+        return tfmot_transforms.LayerPattern("SeparableConv2D")
+
+    def replacement(self, match_layer):
+        config = match_layer.layer["config"]
+        weights = list(match_layer.weights.values())
+        depthwise = keras.layers.DepthwiseConv2D(
+            kernel_size=config["kernel_size"], strides=config["strides"], padding=config["padding"],
+            depth_multiplier=config["depth_multiplier"], data_format=config["data_format"],
+            dilation_rate=config["dilation_rate"], activation=None, use_bias=False,
+            depthwise_initializer=config["depthwise_initializer"],
+            depthwise_regularizer=config["depthwise_regularizer"],
+            depthwise_constraint=config["depthwise_constraint"],
+            trainable=config["trainable"], name=f"{config['name']}_depthwise",
+        )
+        pointwise = keras.layers.Conv2D(
+            filters=config["filters"], kernel_size=1, strides=1, padding="valid",
+            data_format=config["data_format"], activation=config["activation"], use_bias=config["use_bias"],
+            kernel_initializer=config["pointwise_initializer"], bias_initializer=config["bias_initializer"],
+            kernel_regularizer=config["pointwise_regularizer"], bias_regularizer=config["bias_regularizer"],
+            activity_regularizer=config["activity_regularizer"], kernel_constraint=config["pointwise_constraint"],
+            bias_constraint=config["bias_constraint"], trainable=config["trainable"],
+            name=f"{config['name']}_pointwise",
+        )
+        nodes = []
+        for layer, layer_weights in ((depthwise, weights[:1]), (pointwise, weights[1:])):
+            layer_config = tfmot_utils.serialize_layer(layer, use_legacy_format=True)
+            layer_config["name"] = layer.name
+            names = ["depthwise_kernel:0"] if layer is depthwise else ["kernel:0", "bias:0"][:len(layer_weights)]
+            nodes.append((layer_config, dict(zip(names, layer_weights))))
+        depthwise_node = tfmot_transforms.LayerNode(nodes[0][0], weights=nodes[0][1])
+        return tfmot_transforms.LayerNode(nodes[1][0], weights=nodes[1][1], input_layers=[depthwise_node])
+
+
+def split_separable_convs(model):
+    """``model`` with every SeparableConv2D split in two (see :class:`_SplitSeparableConv`), weights kept.
+
+    Returns ``model`` itself when it has none.
+    """
+    if not any(type(layer).__name__ == "SeparableConv2D" for layer in model.layers):
+        return model
+    transformed, _ = model_transformer.ModelTransformer(model, [_SplitSeparableConv()]).transform()
+    return transformed
 
 
 class _Graph:
@@ -132,6 +246,26 @@ class _Graph:
                 found.append(consumer)
         return found
 
+    def first_kernel_layers(self, name: str) -> list:
+        """The Conv/Dense layers reading ``name``'s output, through transparent and preprocessing layers."""
+        found = []
+        for consumer in self.consumers[name]:
+            consumer_type = type(consumer).__name__
+            if consumer_type in _TRANSPARENT or consumer_type in _PREPROCESSING:
+                found.extend(self.first_kernel_layers(consumer.name))
+            elif _is_kernel_layer(consumer):
+                found.append(consumer)
+        return found
+
+    def is_last(self, name: str) -> bool:
+        """Writes a model output, seen through transparent layers, output activations and a final Concatenate."""
+        if name in self.output_layers:
+            return True
+        return any(
+            type(c).__name__ in _TRANSPARENT | _OUTPUT_ACTIVATIONS | {"Concatenate"} and self.is_last(c.name)
+            for c in self.consumers[name]
+        )
+
     def reaches_output(self, name: str) -> bool:
         if name in self.output_layers:
             return True
@@ -144,9 +278,9 @@ class _Graph:
 
 def plan_model(model, spec: QuantizationSpec) -> tuple[dict[str, LayerPlan], int]:
     """Decides bits for every layer; returns the plans and the model-input bits."""
-    graph = _Graph(model)
-    first = {c.name for inp in graph.input_layers for c in graph.effective_consumers(inp.name) if _is_kernel_layer(c)}
-    last = {name for name, layer in graph.layers.items() if _is_kernel_layer(layer) and graph.reaches_output(name)}
+    graph = _Graph(split_separable_convs(model))
+    first = {c.name for inp in graph.input_layers for c in graph.first_kernel_layers(inp.name)}
+    last = {name for name, layer in graph.layers.items() if _is_kernel_layer(layer) and graph.is_last(name)}
     unknown = set(spec.layer_bits) - {n for n, l in graph.layers.items() if _is_kernel_layer(l)}
     if unknown:
         raise ValueError(f"layer_bits names layers that are not Conv/Dense layers of the model: {sorted(unknown)}")
@@ -174,6 +308,9 @@ def plan_model(model, spec: QuantizationSpec) -> tuple[dict[str, LayerPlan], int
             return max(reader_bits)
         return spec.other_tensor_bits
 
+    def unsigned(layer) -> bool:
+        return spec.unsigned_activations and _non_negative_output(layer)
+
     plans = {}
     for name, layer in graph.layers.items():
         layer_type = type(layer).__name__
@@ -181,14 +318,12 @@ def plan_model(model, spec: QuantizationSpec) -> tuple[dict[str, LayerPlan], int
             continue
         if _is_kernel_layer(layer):
             w_bits, a_bits = kernel_bits(layer)
-            plans[name] = LayerPlan(name, layer_type, w_bits, a_bits, output_bits(name), layer_type != "Dense")
-        elif layer.weights and layer_type not in ("BatchNormalization",):
-            raise ValueError(
-                f"layer {name} ({layer_type}) has weights this scheme cannot quantize; "
-                f"supported kernels: {sorted(KERNEL_ATTRIBUTES)}"
-            )
+            plans[name] = LayerPlan(name, layer_type, w_bits, a_bits, output_bits(name), layer_type != "Dense",
+                                    unsigned(layer))
+        elif (layer.weights and layer_type not in _WEIGHTS_WITHOUT_KERNEL) or isinstance(layer, keras.Model):
+            raise _unsupported_layer_error(layer)
         else:
-            plans[name] = LayerPlan(name, layer_type, None, None, output_bits(name), False)
+            plans[name] = LayerPlan(name, layer_type, None, None, output_bits(name), False, unsigned(layer))
     input_bits = [
         output_bits(inp.name) or spec.other_tensor_bits for inp in graph.input_layers
     ]
@@ -259,13 +394,15 @@ def quantize_scope():
 
 
 def _paper_quantize(model, spec: QuantizationSpec):
+    model = split_separable_convs(model)
     plans, input_bits = plan_model(model, spec)
 
     def annotate(layer):
         plan = plans.get(layer.name)
         if plan is None or (plan.weight_bits is None and plan.output_bits is None):
             return layer.__class__.from_config(layer.get_config())
-        config = LayerQuantizeConfig(plan.weight_bits, plan.per_channel, plan.output_bits, spec.ema_momentum)
+        config = LayerQuantizeConfig(plan.weight_bits, plan.per_channel, plan.output_bits, spec.ema_momentum,
+                                     plan.unsigned_output)
         return _qkeras.quantize_annotate_layer(layer.__class__.from_config(layer.get_config()), config)
 
     annotated = keras.models.clone_model(model, clone_function=annotate)
@@ -303,6 +440,7 @@ def quantize_model(
     other_tensor_bits: int = 8,
     ema_momentum: float = 0.99,
     layer_bits: Mapping[str, tuple[int, int]] | None = None,
+    unsigned_activations: bool = False,
 ):
     """Returns a trainable quantization-aware copy of a tf_keras ``model``.
 
@@ -310,11 +448,17 @@ def quantize_model(
     ``tfmot_default_8bit`` (tfmot's stock ``quantize_model``, 8 bits, bits
     arguments ignored) or ``tfmot_n_bit`` (tfmot's experimental n-bit scheme,
     with ``weight_bits``/``activation_bits`` everywhere).
+
+    ``unsigned_activations`` (paper scheme only; off by default, as in the paper): tensors
+    that are non-negative by construction (outputs of ReLU, ReLU6, sigmoid, softmax, and of
+    Conv/Dense layers with those activations) are quantized on ``[0, max]`` with ``2^b``
+    levels, where the symmetric grid leaves them ``2^(b-1)`` (8 at A4).
     """
     require_tf_keras_model(model)
     if scheme not in SCHEMES:
         raise ValueError(f"unknown quantization scheme {scheme!r}; choose one of {sorted(SCHEMES)}")
     spec = QuantizationSpec(
-        weight_bits, activation_bits, first_last_bits, other_tensor_bits, ema_momentum, dict(layer_bits or {})
+        weight_bits, activation_bits, first_last_bits, other_tensor_bits, ema_momentum, dict(layer_bits or {}),
+        unsigned_activations,
     )
     return SCHEMES[scheme](model, spec)
