@@ -57,8 +57,22 @@ class WeightQuantizer(_Quantizer):
         return not self == other
 
 
+def global_batch_max(value):
+    """``value`` (a per-replica batch maximum) maximized over the replicas of a ``tf.distribute`` strategy.
+
+    Under MirroredStrategy each replica sees a slice of the global batch; the range the paper asks for is
+    the global batch's, as on one device. Outside a multi-replica step, ``value`` itself.
+    """
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync <= 1:
+        return value
+    return tf.reduce_max(context.all_gather(tf.reshape(value, [1]), axis=0))
+
+
 class ActivationQuantizer(_Quantizer):
     """Symmetric, per tensor: batch ``max|X|`` in training, its EMA at inference.
+
+    Under ``tf.distribute`` the batch is the global batch: the maximum over replicas.
 
     The moving average starts at the first training batch's range (not at an
     arbitrary constant), so a model evaluated after one step is already sane.
@@ -75,11 +89,14 @@ class ActivationQuantizer(_Quantizer):
         self.unsigned = bool(unsigned)
 
     def build(self, tensor_shape, name, layer):
+        # Every replica computes the same update (the range of the global batch, see __call__), so the
+        # first replica's value is the value: defined under tf.distribute as on one device.
         ema = layer.add_weight(
             name + "_range_ema",
             shape=(),
             initializer=keras.initializers.Zeros(),
             trainable=False,
+            aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
         )
         return {"range_ema": ema}
 
@@ -87,7 +104,7 @@ class ActivationQuantizer(_Quantizer):
         ema = weights["range_ema"]
         if not training:
             return ops.fake_quant(inputs, ema, self.num_bits, straight_through=False, unsigned=self.unsigned)
-        batch_range = tf.cast(tf.stop_gradient(ops.per_tensor_scale(inputs)), ema.dtype)
+        batch_range = global_batch_max(tf.cast(tf.stop_gradient(ops.per_tensor_scale(inputs)), ema.dtype))
         updated = tf.where(
             ema > 0.0,
             self.ema_momentum * ema + (1.0 - self.ema_momentum) * batch_range,
