@@ -16,7 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
-from tfq_noise.data import noise
+from tfq_noise.data import base, noise
 from tfq_noise.data.base import RunData, subset_and_split
 from tfq_noise.data.pipeline import channel_stats
 from tfq_noise.tasks import ClassificationTask
@@ -27,6 +27,16 @@ NOISE_TYPES = ("original", "symmetric", "symmetric_exclusive")
 NO_CLEAN_CAVEAT = ("no clean labels were given: the given labels stand in for the clean ones, so "
                    "train_corrupted marks only synthetic flips and memorization of the given labels' own "
                    "errors cannot be measured")
+
+
+def image_options(values, minimum: int) -> tuple[int, int, float]:
+    """``(image_size, channels, test_fraction)`` from a dataset's options; ``minimum`` 0 means "as stored"."""
+    size = base.int_option(values, "image_size", minimum)
+    channels = base.int_option(values, "channels", minimum, 3)
+    if channels == 2:
+        allowed = "0 (as stored), 1 or 3" if minimum == 0 else "1 or 3"
+        raise ValueError(f"dataset_kwargs channels must be {allowed}, got 2")
+    return size, channels, base.fraction_option(values, "test_fraction")
 
 
 def check_noise(config) -> None:

@@ -43,7 +43,7 @@ import tfq_noise  # noqa: F401  (tf_keras before TensorFlow)
 import tensorflow as tf
 
 from tfq_noise.data import base
-from tfq_noise.data.classification import check_noise, prepare_arrays
+from tfq_noise.data.classification import check_noise, image_options, prepare_arrays
 
 ENV_VAR = "TFQ_NOISE_FOLDER_PATH"
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
@@ -199,11 +199,7 @@ def prepare(config, paths: base.DataPaths) -> base.RunData:
     """The folder or CSV at ``paths.folder_path`` (see the module docstring)."""
     check_noise(config)
     values = base.options(config, DEFAULTS)
-    size = base.int_option(values, "image_size", 1)
-    channels = base.int_option(values, "channels", 1, 3)
-    if channels == 2:
-        raise ValueError("dataset_kwargs channels must be 1 or 3, got 2")
-    test_fraction = base.fraction_option(values, "test_fraction")
+    size, channels, test_fraction = image_options(values, 1)
     source = resolve(paths.folder_path)
     listing = list_csv(source) if os.path.isfile(source) else list_folder(source)
     images = decode_images(listing.paths, size, channels)

@@ -20,7 +20,7 @@ import tfq_noise  # noqa: F401  (tf_keras before TensorFlow)
 import tensorflow as tf
 
 from tfq_noise.data import base
-from tfq_noise.data.classification import check_noise, prepare_arrays
+from tfq_noise.data.classification import check_noise, image_options, prepare_arrays
 
 PREFIX = "tfds:"
 DEFAULTS = {"image_size": 0, "channels": 0, "train_split": "train", "test_split": "test", "test_fraction": 0.2,
@@ -62,11 +62,7 @@ def prepare(config, paths: base.DataPaths) -> base.RunData:
     name = dataset_name(config.dataset)
     check_noise(config)
     values = base.options(config, DEFAULTS)
-    size = base.int_option(values, "image_size", 0)
-    channels = base.int_option(values, "channels", 0, 3)
-    if channels == 2:
-        raise ValueError("dataset_kwargs channels must be 0 (as stored), 1 or 3, got 2")
-    test_fraction = base.fraction_option(values, "test_fraction")
+    size, channels, test_fraction = image_options(values, 0)
     if not isinstance(values["download"], bool):
         raise ValueError(f"dataset_kwargs download must be true or false, got {values['download']!r}")
     try:
