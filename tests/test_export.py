@@ -53,7 +53,8 @@ def runs(tmp_path_factory, cifar10_dir):
 
 def _cli(run_dir, output, cifar10_dir, *extra) -> list[str]:
     return [f"--run_dir={run_dir}", f"--output={output}", f"--cifar10_dir={cifar10_dir}",
-            f"--eval_images={EVAL}", "--tolerance_points=3", "--min_agreement=0.95", *extra]
+            f"--eval_images={EVAL}", "--tolerance_points=3", "--min_agreement=0.95",
+            "--trained_tolerance_points=5", *extra]
 
 
 @pytest.fixture(scope="session")
@@ -100,6 +101,10 @@ def test_qat_w4a4_export_reestimates_a8_ranges(runs, tmp_path):
         assert key in a8
     assert report["keras_accuracy"] == a8["keras_accuracy_a8_reestimated"]
     assert report["argmax_agreement"] >= 0.95
+    trained = report["against_trained_model"]  # checked against the W4/A4 model as trained too
+    assert trained["keras_accuracy"] == a8["keras_accuracy_original"] and trained["tolerance_points"] == 5.0
+    assert abs(trained["litert_minus_trained_points"]) <= 5.0 and 0 <= trained["argmax_agreement"] <= 1
+    assert report["logit_error"]["abs_error_percentiles"]["50"] >= 0
     _assert_all_int8(flatbuffer.summarize(output.read_bytes()))
     # The 4-bit grid survives: every W4 conv output channel holds <= 15 distinct int8 values.
     config = RunConfig.from_dict(results.read_json(runs["qat"] / results.CONFIG))
@@ -428,3 +433,95 @@ def test_android_errors(tmp_path):
     assert report["device"]["serial"] == "A1" and report["runs"][0]["inference_avg_ms"] == pytest.approx(0.4025)
     assert all(c[:3] == ["adb", "-s", "A1"] for c in calls[1:])
     assert android.main([str(model), f"--benchmark_binary={binary}", f"--adb={tmp_path / 'no-adb'}"]) == 1
+
+
+def test_logit_error_summary_and_agreement_rule():
+    reference = np.array([[3.0, 0.0, 0.0], [1.0, 0.9, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 5.0]], np.float32)
+    lite = reference.copy()
+    lite[1] = [0.9, 1.0, 0.0]  # the small-margin image flips
+    summary = verify.logit_error_summary(lite, reference)
+    unit = float(np.std(reference))
+    assert summary["unit_value"] == pytest.approx(unit)
+    assert summary["abs_error_max"] == pytest.approx(0.1 / unit, rel=1e-5)
+    quartiles = summary["agreement_by_margin_quartile"]
+    assert sum(q["images"] for q in quartiles) == 4
+    assert quartiles[0]["agreement"] == 0.0 and all(q["agreement"] == 1.0 for q in quartiles[1:])
+    assert summary["median_margin_disagreeing"] == pytest.approx(0.1 / unit, rel=1e-5)
+    assert verify.agreement_requirement(None) == pytest.approx(0.98)
+    assert verify.agreement_requirement(0.9) == pytest.approx(0.89)
+    assert verify.agreement_requirement(1.0, target=0.99, slack=0.0) == pytest.approx(0.99)
+
+
+def test_rounding_floor_separates_float_and_low_bit_models(test_images):
+    from tfq_noise.models import resnet20
+    from tfq_noise.quantization import quantize_model
+
+    images, _ = test_images
+    float_model = resnet20(**TINY)
+    assert verify.rounding_floor(float_model, images, step=0.016) == 1.0  # a float network barely moves
+    from tfq_noise import keras
+
+    keras.utils.set_random_seed(3)  # an initialization whose untrained W4/A4 net is not a constant function
+    low_bit = quantize_model(resnet20(**TINY), 4, 4, 8)
+    low_bit(images[:128], training=True)
+    assert len(np.unique(np.argmax(verify.keras_logits(low_bit, images), -1))) > 2
+    # A step-sized nudge moves 4-bit activations across rounding boundaries: some classes change.
+    assert verify.rounding_floor(low_bit, images, step=0.016, fraction=1.0) < 1.0
+
+
+def test_agreement_below_requirement_leaves_no_file(test_images, tmp_path, monkeypatch):
+    from tfq_noise.models import resnet20
+
+    images, labels = test_images
+    model = resnet20(**TINY)
+    real = verify.litert_logits
+    # A LiteRT model that swaps two logits on a third of the images: equal accuracy is not enough.
+    def swapped(path, x, *a, **k):
+        logits = real(path, x, *a, **k)
+        logits[::3] = logits[::3, ::-1]
+        return logits
+
+    monkeypatch.setattr(verify, "litert_logits", swapped)
+    output = tmp_path / "out" / "disagreeing.tflite"
+    with pytest.raises(export.ExportError, match="agree on the class"):
+        export.export_model(model, "float32", output, eval_images=images, eval_labels=labels, tolerance_points=100)
+    assert list(output.parent.iterdir()) == []
+
+
+def test_trained_grid_export_and_trained_bound(runs, tmp_path):
+    from tfq_noise.deploy.export import load_model_float32
+
+    output = tmp_path / "grid.tflite"
+    report = export.export_run(runs["qat"], output, trained_grid=True, eval_images=EVAL, tolerance_points=3,
+                               min_agreement=0.9, trained_tolerance_points=5, paths=_paths(runs),
+                               print_fn=lambda *a: None)
+    a8 = report["a8_reestimation"]
+    assert a8["method"].startswith("trained grid") and a8["batches"] == 0
+    config = RunConfig.from_dict(results.read_json(runs["qat"] / results.CONFIG))
+    trained = load_model_float32(runs["qat"], config, results.read_json(runs["qat"] / results.FINAL))
+    learned = {v.name: float(v.numpy()) for v in convert.range_variables(trained)}
+    # Every 4-bit activation (not the 8-bit input, logits or BN outputs before an Add) keeps its step r/7.
+    assert a8["ranges"] and "quantize_layer/quantize_layer_range_ema:0" not in a8["ranges"]
+    for name, value in a8["ranges"].items():
+        assert value == pytest.approx(learned[name] * 127 / 7, rel=1e-5)
+    assert abs(a8["keras_accuracy_a8_reestimated"] - a8["keras_accuracy_original"]) <= 0.03
+    _assert_all_int8(flatbuffer.summarize(output.read_bytes()))
+    with pytest.raises(export.ExportError, match="model as trained"):
+        export.export_run(runs["qat"], tmp_path / "strict.tflite", trained_grid=True, eval_images=EVAL,
+                          tolerance_points=3, min_agreement=0.0, trained_tolerance_points=-1,
+                          paths=_paths(runs), print_fn=lambda *a: None)
+    assert not list(tmp_path.glob("strict*")) and not list(tmp_path.glob(".strict*"))
+
+
+def test_ptq_layer_errors(runs, tmp_path, capsys):
+    from experiments import ptq_layer_errors
+
+    output = tmp_path / "errors.csv"
+    assert ptq_layer_errors.main([f"--run_dir={runs['float']}", "--debug_images=16", "--calibration_images=16",
+                                  f"--cifar10_dir={runs['cifar10_dir']}", f"--output={output}"]) == 0
+    rows = list(__import__("csv").DictReader(output.open()))
+    assert [r["op"] for r in rows].count("CONV_2D") == 9 and "FULLY_CONNECTED" in [r["op"] for r in rows]
+    # A correctly quantized op errs by rounding: well under a few steps, not zero.
+    assert all(0 < float(r["rmse_steps"]) < 3 for r in rows)
+    assert ptq_layer_errors.main([f"--run_dir={runs['qat']}", f"--cifar10_dir={runs['cifar10_dir']}"]) == 1
+    assert "quantization-aware" in capsys.readouterr().err

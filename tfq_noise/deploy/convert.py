@@ -225,6 +225,30 @@ def copy_weights(source, target) -> None:
     target.set_weights(source.get_weights())
 
 
+def keep_trained_grid(model8, config, final) -> dict:
+    """Gives each low-bit activation of the A8 model the trained grid's step, in int8.
+
+    A ``b``-bit activation with learned range ``r`` sits on the grid
+    ``k · r / q``, ``q = 2^(b-1) - 1``. Its 8-bit range becomes ``r · 127 / q``:
+    the same step, stored in int8, so the integer model computes the trained
+    rounding; only values beyond ``±r`` (which the trained model clips and
+    the int8 tensor keeps, up to ``127 / q`` times further) differ. The
+    learned ranges must be in ``model8`` (copied from the trained model).
+    Returns ``{variable name: new range}``.
+    """
+    plans, input_bits = quantization_plan(config, final)
+    changed = {}
+    for v in range_variables(model8):
+        match = re.match(r"(?:quant_(.*)/output|quantize_layer/quantize_layer)_range_ema", v.name)
+        if not match:
+            continue
+        bits = input_bits if match.group(1) is None else plans[match.group(1)].output_bits
+        if bits is not None and bits < 8:
+            v.assign(v * 127.0 / (2 ** (bits - 1) - 1))
+            changed[v.name] = float(v.numpy())
+    return changed
+
+
 def build_a8_model(trained_model, config, final):
     from tfq_noise.train import build_run_model
 

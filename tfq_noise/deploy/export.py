@@ -50,10 +50,25 @@ file, verified, then renamed):
   packed) weights, and no operator reads or writes a float32 tensor;
 * the trained weight grid survives: each output channel of a W<b> layer holds
   at most 2^b - 1 distinct integers;
-* test accuracy of the .tflite on the CIFAR-10 test set (all 10,000 images by
-  default, ``--eval_images`` to use the first N) within ``--tolerance_points``
-  (0.3) percentage points of the Keras model it was converted from (for
-  W4/A4: the W4/A8 re-estimated model; the difference to W4/A4 is reported).
+* test accuracy of the .tflite on the test set (all of it by default,
+  ``--eval_images`` to use the first N) within ``--tolerance_points`` (0.3)
+  percentage points of the Keras model it was converted from;
+* top-1 agreement with that Keras model of at least ``min(0.99, floor) - 0.01``
+  (``--min_agreement`` replaces the rule), where the *rounding floor* is how
+  often the Keras model keeps its own class when its inputs move by 1% of one
+  int8 input step (:func:`tfq_noise.deploy.verify.rounding_floor`). A float
+  network keeps ~100% and must agree on 98%; a low-bit network is a staircase,
+  and no second implementation of its arithmetic can agree with it more often
+  than it agrees with itself under such a nudge. The LiteRT - Keras logit error
+  distribution and the agreement per quartile of the Keras top-1 margin are
+  recorded (``logit_error``);
+* when the export rebuilds the model (W4/A4 exported W4/A8), the same against the
+  model *as trained*: accuracy within ``--trained_tolerance_points`` (1.0), and the
+  agreement, the trained model's own rounding floor and logit errors reported
+  (``against_trained_model``). ``--trained_grid`` keeps each low-bit activation's
+  trained step in its int8 tensor (range ``r · 127 / (2^(b-1) - 1)``) instead of
+  re-estimating 8-bit ranges: the integer model then computes the trained
+  rounding (:func:`tfq_noise.deploy.convert.keep_trained_grid`).
 
 Int8 models take quantized normalized images (``(pixels - mean) / std``, then
 the input tensor's scale and zero point); float models take the normalized
@@ -79,10 +94,12 @@ import tfq_noise  # noqa: F401  (Keras 2 before TensorFlow)
 
 from tfq_noise import results
 from tfq_noise.deploy.convert import (activation_bits_below_8, build_a8_model, convert, is_qat_method,
-                                      kernel_layer_names, low_bit_weight_layers, reestimate_activation_ranges)
+                                      keep_trained_grid, kernel_layer_names, low_bit_weight_layers,
+                                      reestimate_activation_ranges)
 from tfq_noise.deploy.flatbuffer import (ExportError, strip_tensor_names, summarize, unpack_low_bit_weights,
                                          weight_grid)
-from tfq_noise.deploy.verify import (accuracy, check_against_keras, keras_logits, normalize_images,
+from tfq_noise.deploy.verify import (DEFAULT_AGREEMENT_SLACK, DEFAULT_AGREEMENT_TARGET, accuracy,
+                                     check_against_keras, keras_logits, normalize_images, rounding_floor,
                                      structural_problems)
 
 __all__ = ["ExportError", "default_output", "export_model", "export_run", "load_model_float32", "main",
@@ -92,6 +109,7 @@ KINDS = ("auto", "float32", "ptq_int8", "qat_int8")
 WEIGHT_STORAGE = ("int8", "int4")
 INT8_KINDS = ("ptq_int8", "qat_int8")
 DEFAULT_TOLERANCE_POINTS = 0.3
+DEFAULT_TRAINED_TOLERANCE_POINTS = 1.0
 DEFAULT_PTQ_IMAGES = 500
 DEFAULT_RANGE_BATCHES = 32
 _UMASK = os.umask(0)
@@ -121,12 +139,17 @@ def export_model(
     tolerance_points: float = DEFAULT_TOLERANCE_POINTS,
     min_agreement: float | None = None,
     reference_logits: np.ndarray | None = None,
+    trained: Mapping[str, Any] | None = None,
     report: Mapping[str, Any] | None = None,
 ) -> dict:
     """Converts ``model`` as ``kind``, verifies it, writes ``output`` and ``output.json``; returns the report.
 
     ``eval_images``: normalized float images, ``eval_labels`` their classes.
     ``reference_logits``: the Keras model's logits on them, if already computed.
+    ``trained``: when ``model`` is not the model as trained (a W4/A4 run exported
+    W4/A8), ``{"model", "logits", "tolerance_points"}`` of the trained model: the
+    LiteRT accuracy must lie within ``tolerance_points`` of its accuracy too, and
+    the agreement with it and its own rounding floor are reported.
     ``report``: extra entries for the JSON (source run, re-estimation...).
     Raises :class:`ExportError` (no file written) when a check fails.
     """
@@ -169,6 +192,8 @@ def export_model(
         checks = check_against_keras(tmp, model, eval_images, eval_labels, kind=kind,
                                      tolerance_points=tolerance_points, min_agreement=min_agreement,
                                      reference_logits=reference_logits)
+        lite_logits = checks.pop("litert_logits")
+        as_trained = _check_against_trained(trained, lite_logits, eval_labels, tmp, kind) if trained else None
         report = json.loads(json.dumps(dict(report or {}), default=results._json_default))  # noqa: SLF001
         if "keras_accuracy_original" in report.get("a8_reestimation", {}):
             report["a8_reestimation"]["litert_minus_original_points"] = 100.0 * (
@@ -187,6 +212,13 @@ def export_model(
             "litert_minus_keras_points": checks["litert_minus_keras_points"],
             "tolerance_points": tolerance_points,
             "argmax_agreement": checks["argmax_agreement"],
+            "agreement_required": checks["agreement_required"],
+            "agreement_rule": checks["agreement_rule"],
+            "rounding_floor": checks["rounding_floor"],
+            "rounding_floor_step_fraction": checks["rounding_floor_step_fraction"],
+            "input_step": checks["input_step"],
+            "logit_error": checks["logit_error"],
+            "against_trained_model": as_trained,
             "max_abs_logit_difference_relative": checks["max_abs_logit_difference_relative"],
             "ops": summary.op_counts,
             "tflite": summary.to_json(),
@@ -209,6 +241,27 @@ def export_model(
         if json_tmp is not None:
             json_tmp.unlink(missing_ok=True)
         raise
+
+
+def _check_against_trained(trained: Mapping[str, Any], lite_logits: np.ndarray, labels: np.ndarray,
+                           model_path: Path, kind: str) -> dict:
+    """The LiteRT model against the model as trained (accuracy bounded, agreement and its floor reported)."""
+    from tfq_noise.deploy.verify import input_step, logit_error_summary
+
+    logits = np.asarray(trained["logits"], np.float32)
+    tolerance = float(trained["tolerance_points"])
+    trained_acc = accuracy(logits, labels)
+    lite_acc = accuracy(lite_logits, labels)
+    diff = 100.0 * (lite_acc - trained_acc)
+    if abs(diff) > tolerance:
+        raise ExportError(f"{kind}: LiteRT accuracy {100 * lite_acc:.2f}% differs from the model as trained "
+                          f"({100 * trained_acc:.2f}%) by {diff:+.2f} points (> {tolerance} allowed, "
+                          "--trained_tolerance_points)")
+    step = input_step(model_path)
+    floor = rounding_floor(trained["model"], trained["images"], step, logits) if step else None
+    return {"keras_accuracy": trained_acc, "litert_minus_trained_points": diff, "tolerance_points": tolerance,
+            "argmax_agreement": float(np.mean(np.argmax(lite_logits, -1) == np.argmax(logits, -1))),
+            "rounding_floor": floor, "logit_error": logit_error_summary(lite_logits, logits)}
 
 
 def _strip_pruning(model):
@@ -263,9 +316,11 @@ def export_run(
     strip_names: bool = False,
     eval_images: int = 0,
     tolerance_points: float = DEFAULT_TOLERANCE_POINTS,
+    trained_tolerance_points: float = DEFAULT_TRAINED_TOLERANCE_POINTS,
     min_agreement: float | None = None,
     ptq_images: int = DEFAULT_PTQ_IMAGES,
     range_batches: int = DEFAULT_RANGE_BATCHES,
+    trained_grid: bool = False,
     paths=None,
     print_fn=print,
 ) -> dict:
@@ -310,7 +365,7 @@ def export_run(
               "normalization": normalization}
     report: dict[str, Any] = {"source": source}
     output = Path(output) if output else default_output(run_dir, kind)
-    calibration = low_bits = reference_logits = None
+    calibration = low_bits = reference_logits = trained = None
 
     if kind == "ptq_int8":
         order = rng.permutation(len(data.train_images))[:ptq_images]
@@ -331,12 +386,19 @@ def export_run(
                                   f"the 'paper' quantization scheme only (this run: {scheme!r})")
         if needs_a8:
             print_fn(f"activations below 8 bits: rebuilding {final.get('run')} as W/A8 and re-estimating ranges")
-            original_acc = accuracy(keras_logits(model, x_test), test_labels)
+            original_logits = keras_logits(model, x_test)
+            original_acc = accuracy(original_logits, test_labels)
+            trained = {"model": model, "logits": original_logits, "images": x_test,
+                       "tolerance_points": trained_tolerance_points}
             model8, config8 = build_a8_model(model, config, final)
             learned_acc = accuracy(keras_logits(model8, x_test), test_labels)
             estimation = {"method": "kept the ranges learned by the low-bit training (--range_batches=0)",
                           "batches": 0}
-            if range_batches > 0:
+            if trained_grid:
+                estimation = {"method": "trained grid in int8 (--trained_grid): each low-bit activation's "
+                                        "learned range r becomes r * 127 / (2^(b-1) - 1)",
+                              "batches": 0, "ranges": keep_trained_grid(model8, config, final)}
+            elif range_batches > 0:
                 x_train = normalize_images(data.train_images[rng.permutation(len(data.train_images))], normalization)
                 est = reestimate_activation_ranges(model8, x_train, config.batch_size, range_batches)
                 estimation = {
@@ -362,7 +424,7 @@ def export_run(
         model, kind, output, eval_images=x_test, eval_labels=test_labels, calibration_images=calibration,
         low_bit_layers=low_bits, weight_storage=weight_storage, strip_names=strip_names,
         tolerance_points=tolerance_points,
-        min_agreement=min_agreement, reference_logits=reference_logits, report=report,
+        min_agreement=min_agreement, reference_logits=reference_logits, trained=trained, report=report,
     )
 
 
@@ -381,11 +443,18 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--eval_images", type=int, default=0, help="first N test images to verify on (0: all)")
     p.add_argument("--tolerance_points", type=float, default=DEFAULT_TOLERANCE_POINTS,
                    help="largest |LiteRT - Keras| test accuracy difference, in percentage points")
+    p.add_argument("--trained_tolerance_points", type=float, default=DEFAULT_TRAINED_TOLERANCE_POINTS,
+                   help="largest |LiteRT - model as trained| test accuracy difference when the export rebuilds "
+                        "the model (W4/A4 exported W4/A8), in percentage points")
     p.add_argument("--min_agreement", type=float, default=None,
-                   help="also require this share of equal LiteRT/Keras predicted classes")
+                   help="the share of equal LiteRT/Keras predicted classes required (default: "
+                        f"min({DEFAULT_AGREEMENT_TARGET}, the Keras model's rounding floor) - {DEFAULT_AGREEMENT_SLACK})")
     p.add_argument("--ptq_images", type=int, default=DEFAULT_PTQ_IMAGES, help="PTQ calibration images")
     p.add_argument("--range_batches", type=int, default=DEFAULT_RANGE_BATCHES,
                    help="training batches to re-estimate 8-bit activation ranges (0: keep learned ranges)")
+    p.add_argument("--trained_grid", action="store_true",
+                   help="low-bit activations keep their trained step in int8 tensors instead of 8-bit ranges "
+                        "re-estimated: the integer model computes the trained rounding")
     p.add_argument("--cifar10_dir", default=None, help="CIFAR-10 binaries (default $TFQ_NOISE_CIFAR10_DIR)")
     return p
 
@@ -398,7 +467,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = export_run(
             args.run_dir, args.output, args.kind, weight_storage=args.weight_storage, strip_names=args.strip_names,
             eval_images=args.eval_images, tolerance_points=args.tolerance_points,
-            min_agreement=args.min_agreement, ptq_images=args.ptq_images, range_batches=args.range_batches,
+            trained_tolerance_points=args.trained_tolerance_points, min_agreement=args.min_agreement, ptq_images=args.ptq_images, range_batches=args.range_batches,
+            trained_grid=args.trained_grid,
             paths=DataPaths(cifar10_dir=args.cifar10_dir),
         )
     except (ExportError, FileNotFoundError, ValueError) as error:
@@ -408,7 +478,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"export failed: cannot read {args.run_dir}'s files ({error}); re-run its training", file=sys.stderr)
         return 1
     summary = {k: result[k] for k in ("output", "kind", "size_bytes", "keras_accuracy", "litert_accuracy",
-                                      "litert_minus_keras_points", "argmax_agreement", "ops")}
+                                      "litert_minus_keras_points", "argmax_agreement", "agreement_required",
+                                      "rounding_floor", "ops")}
+    if result.get("against_trained_model"):
+        summary["against_trained_model"] = {k: result["against_trained_model"][k] for k in (
+            "keras_accuracy", "litert_minus_trained_points", "argmax_agreement", "rounding_floor")}
     if "a8_reestimation" in result:
         a8 = result["a8_reestimation"]
         summary["a8"] = {k: a8[k] for k in ("keras_accuracy_original", "keras_accuracy_a8_learned_ranges",

@@ -101,36 +101,121 @@ def structural_problems(summary: TfliteSummary, *, integer: bool, weight_storage
     return problems
 
 
+DEFAULT_AGREEMENT_TARGET = 0.99
+DEFAULT_AGREEMENT_SLACK = 0.01
+FLOOR_STEP_FRACTION = 0.01
+
+
+def input_step(model_path) -> float | None:
+    """The quantization step of the .tflite's input (None for a float input)."""
+    detail = _interpreter(model_path, 1).get_input_details()[0]
+    if np.dtype(detail["dtype"]).kind == "f":
+        return None
+    return float(detail["quantization"][0]) or None
+
+
+def rounding_floor(model, images: np.ndarray, step: float, reference_logits: np.ndarray | None = None,
+                   fraction: float = FLOOR_STEP_FRACTION, seed: int = 0) -> float:
+    """How often ``model`` keeps its own class when every input value moves by ``fraction`` of ``step``.
+
+    Gaussian noise of standard deviation ``fraction * step`` (by default 1% of one
+    int8 input step, far below one pixel level). A float network barely moves;
+    a low-bit network is a staircase function, and such a nudge pushes some of
+    its activations across a rounding boundary: the agreement this leaves is the
+    most any second implementation of the same arithmetic (integer kernels
+    instead of float fake quantization) can be expected to reach.
+    """
+    noise = np.random.default_rng(seed).normal(0.0, fraction * step, images.shape).astype(np.float32)
+    reference = keras_logits(model, images) if reference_logits is None else reference_logits
+    return float(np.mean(np.argmax(keras_logits(model, images + noise), -1) == np.argmax(reference, -1)))
+
+
+def agreement_requirement(floor: float | None, target: float = DEFAULT_AGREEMENT_TARGET,
+                          slack: float = DEFAULT_AGREEMENT_SLACK) -> float:
+    """The least LiteRT/Keras top-1 agreement an export must reach: ``min(target, floor) - slack``."""
+    return (target if floor is None else min(target, floor)) - slack
+
+
+def logit_error_summary(lite: np.ndarray, reference: np.ndarray) -> dict:
+    """The LiteRT - Keras logit error distribution, and where the class changes.
+
+    Errors are in units of the reference logits' standard deviation. The top-1
+    margin is the reference's largest logit minus its second; agreement is given
+    per quartile of that margin (a class flips where the margin is below the error).
+    """
+    lite = np.asarray(lite, np.float32)
+    reference = np.asarray(reference, np.float32)
+    unit = float(np.std(reference)) or 1.0
+    error = np.abs(lite - reference) / unit
+    ordered = np.sort(reference, axis=-1)
+    margin = (ordered[:, -1] - ordered[:, -2]) / unit if reference.shape[-1] > 1 else np.zeros(len(reference))
+    agree = np.argmax(lite, -1) == np.argmax(reference, -1)
+    edges = np.quantile(margin, [0.0, 0.25, 0.5, 0.75, 1.0])
+    quartiles = []
+    for q in range(4):
+        inside = (margin >= edges[q]) & ((margin <= edges[q + 1]) if q == 3 else (margin < edges[q + 1]))
+        quartiles.append({"margin_from": float(edges[q]), "margin_to": float(edges[q + 1]),
+                          "images": int(inside.sum()),
+                          "agreement": float(agree[inside].mean()) if inside.any() else None})
+    return {
+        "unit": "standard deviation of the Keras logits",
+        "unit_value": unit,
+        "abs_error_percentiles": {str(p): float(np.percentile(error, p)) for p in (50, 90, 99)},
+        "abs_error_max": float(error.max()),
+        "median_margin_agreeing": float(np.median(margin[agree])) if agree.any() else None,
+        "median_margin_disagreeing": float(np.median(margin[~agree])) if (~agree).any() else None,
+        "agreement_by_margin_quartile": quartiles,
+    }
+
+
 def check_against_keras(model_path, model, images: np.ndarray, labels: np.ndarray, *, kind: str,
                         tolerance_points: float, min_agreement: float | None = None,
-                        reference_logits: np.ndarray | None = None) -> dict:
-    """LiteRT vs Keras on ``images`` (normalized floats): accuracies, agreement, logit difference.
+                        reference_logits: np.ndarray | None = None, agreement_target: float = DEFAULT_AGREEMENT_TARGET,
+                        agreement_slack: float = DEFAULT_AGREEMENT_SLACK) -> dict:
+    """LiteRT vs Keras on ``images`` (normalized floats): accuracies, agreement, logit errors.
 
-    ``reference_logits``: the Keras model's logits, if already computed (``model`` is not run then).
-    Raises :class:`ExportError` when the .tflite does not run, gives non-finite outputs, or differs by more
-    than ``tolerance_points`` (or agrees on fewer than ``min_agreement`` of the images).
+    ``reference_logits``: the Keras model's logits, if already computed. The
+    top-1 agreement must reach ``min_agreement`` when given, else
+    :func:`agreement_requirement` of the Keras model's :func:`rounding_floor`
+    (integer inputs; a float model must reach ``agreement_target - agreement_slack``).
+    Raises :class:`ExportError` when the .tflite does not run, gives non-finite outputs, differs in
+    accuracy by more than ``tolerance_points``, or agrees too rarely.
     """
     try:
         lite = litert_logits(model_path, images)
+        step = input_step(model_path)
     except Exception as error:
         raise ExportError(f"the .tflite does not run in LiteRT: {type(error).__name__}: {error}") from None
+    if not np.all(np.isfinite(lite)):
+        raise ExportError("LiteRT outputs are not finite")
     reference = keras_logits(model, images) if reference_logits is None else reference_logits
     keras_acc = accuracy(reference, labels)
     lite_acc = accuracy(lite, labels)
     agreement = float(np.mean(np.argmax(lite, -1) == np.argmax(reference, -1)))
     diff_points = 100.0 * (lite_acc - keras_acc)
-    if not np.all(np.isfinite(lite)):
-        raise ExportError("LiteRT outputs are not finite")
     if abs(diff_points) > tolerance_points:
         raise ExportError(
             f"{kind}: LiteRT accuracy {100 * lite_acc:.2f}% differs from the Keras model's "
             f"{100 * keras_acc:.2f}% by {diff_points:+.2f} points (> {tolerance_points} allowed) "
             f"on {len(labels)} test images"
         )
-    if min_agreement is not None and agreement < min_agreement:
-        raise ExportError(f"{kind}: LiteRT and Keras agree on the class of {100 * agreement:.1f}% of "
-                          f"the images (< {100 * min_agreement:.1f}% required)")
+    floor = None if step is None else rounding_floor(model, images, step, reference)
+    if min_agreement is not None:
+        required, rule = float(min_agreement), "--min_agreement"
+    else:
+        required = agreement_requirement(floor, agreement_target, agreement_slack)
+        rule = (f"min({agreement_target}, rounding floor) - {agreement_slack}" if floor is not None
+                else f"{agreement_target} - {agreement_slack} (float input)")
+    if agreement < required - 1e-12:
+        raise ExportError(f"{kind}: LiteRT and Keras agree on the class of {100 * agreement:.2f}% of "
+                          f"the {len(labels)} images (< {100 * required:.2f}% required: {rule}"
+                          + (f"; the Keras model agrees with itself on {100 * floor:.2f}% under a nudge of "
+                             f"{FLOOR_STEP_FRACTION:g} input step" if floor is not None else "")
+                          + "); --min_agreement accepts a model that changes more of its predictions")
     scale = float(np.max(np.abs(reference))) or 1.0
     return {"keras_accuracy": keras_acc, "litert_accuracy": lite_acc, "litert_minus_keras_points": diff_points,
-            "argmax_agreement": agreement,
+            "argmax_agreement": agreement, "agreement_required": required, "agreement_rule": rule,
+            "rounding_floor": floor, "rounding_floor_step_fraction": FLOOR_STEP_FRACTION if floor is not None else None,
+            "input_step": step,
+            "logit_error": logit_error_summary(lite, reference), "litert_logits": lite,
             "max_abs_logit_difference_relative": float(np.max(np.abs(lite - reference)) / scale)}
