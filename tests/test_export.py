@@ -525,3 +525,21 @@ def test_ptq_layer_errors(runs, tmp_path, capsys):
     assert all(0 < float(r["rmse_steps"]) < 3 for r in rows)
     assert ptq_layer_errors.main([f"--run_dir={runs['qat']}", f"--cifar10_dir={runs['cifar10_dir']}"]) == 1
     assert "quantization-aware" in capsys.readouterr().err
+
+
+def test_ai_edge_quantizer_peer(runs, tmp_path):
+    reports = {}
+    for kind in ("aeq_w8a8", "aeq_w4a8"):
+        output = tmp_path / f"{kind}.tflite"
+        reports[kind] = export.export_run(runs["float"], output, kind, eval_images=EVAL, ptq_images=32,
+                                          tolerance_points=100, min_agreement=0.0, paths=_paths(runs),
+                                          print_fn=lambda *a: None)
+        summary = flatbuffer.summarize(output.read_bytes())
+        assert flatbuffer.integer_problems(summary, ("INT8", "INT4")) == []
+        assert reports[kind]["ptq"]["tool"] == "ai-edge-quantizer static recipe"
+    assert reports["aeq_w8a8"]["tflite"]["kernel_weight_types"] == {"INT8": 10}
+    assert reports["aeq_w4a8"]["tflite"]["kernel_weight_types"] == {"INT4": 10}
+    assert reports["aeq_w4a8"]["weight_storage"] == "int4"
+    assert reports["aeq_w4a8"]["size_bytes"] < 0.7 * reports["aeq_w8a8"]["size_bytes"]
+    with pytest.raises(export.ExportError, match="export it with --kind=qat_int8"):
+        export.export_run(runs["qat"], tmp_path / "x.tflite", "aeq_w8a8")

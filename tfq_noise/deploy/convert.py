@@ -66,19 +66,55 @@ def convert_qat_int8(model) -> bytes:
     return converter.convert()
 
 
+AEQ_WEIGHT_BITS = {"aeq_w8a8": 8, "aeq_w4a8": 4}
+
+
+def convert_aeq(float_tflite: bytes, calibration_images: np.ndarray, weight_bits: int) -> bytes:
+    """Static post-training quantization of a float32 .tflite with ``ai-edge-quantizer``.
+
+    Its static recipe on every supported op: int8 activations (min/max ranges
+    calibrated on the normalized float images, one per step), ``weight_bits``
+    weights per output channel (4: packed ``INT4`` tensors, the W4A8 recipe).
+    """
+    import os
+
+    os.environ.setdefault("TQDM_DISABLE", "1")  # its calibration progress bar
+    from ai_edge_litert.interpreter import Interpreter
+    from ai_edge_quantizer import qtyping, quantizer
+
+    images = np.asarray(calibration_images, np.float32)
+    if images.ndim != 4 or len(images) == 0:
+        raise ExportError(f"ai-edge-quantizer needs calibration images [N, H, W, C], got shape {images.shape}")
+    signatures = Interpreter(model_content=float_tflite).get_signature_list()
+    if len(signatures) != 1:
+        raise ExportError(f"ai-edge-quantizer export needs one signature, the float model has {list(signatures)}")
+    (key, signature), = signatures.items()
+    (input_name,) = signature["inputs"]
+    qt = quantizer.Quantizer(bytearray(float_tflite))
+    qt.add_static_config(regex=".*", operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,
+                         activation_num_bits=8, weight_num_bits=int(weight_bits))
+    calibration = qt.calibrate({key: [{input_name: image[None]} for image in images]})
+    return bytes(qt.quantize(calibration).quantized_model)
+
+
 def convert(model, kind: str, calibration_images: np.ndarray | None = None) -> bytes:
-    """``model`` converted as ``kind`` (float32, ptq_int8 or qat_int8); any failure is an :class:`ExportError`."""
+    """``model`` converted as ``kind`` (float32, ptq_int8, qat_int8, aeq_w8a8, aeq_w4a8);
+    any failure is an :class:`ExportError`."""
     try:
         if kind == "float32":
             tflite = convert_float32(model)
-        elif kind == "ptq_int8":
+        elif kind in ("ptq_int8", *AEQ_WEIGHT_BITS):
             if calibration_images is None:
-                raise ExportError("ptq_int8 needs calibration images")
-            tflite = convert_ptq_int8(model, calibration_images)
+                raise ExportError(f"{kind} needs calibration images")
+            if kind == "ptq_int8":
+                tflite = convert_ptq_int8(model, calibration_images)
+            else:
+                tflite = convert_aeq(convert_float32(model), calibration_images, AEQ_WEIGHT_BITS[kind])
         elif kind == "qat_int8":
             tflite = convert_qat_int8(model)
         else:
-            raise ExportError(f"unknown conversion kind {kind!r}; choose one of float32, ptq_int8, qat_int8")
+            raise ExportError(f"unknown conversion kind {kind!r}; choose one of float32, ptq_int8, qat_int8, "
+                              f"{', '.join(AEQ_WEIGHT_BITS)}")
     except ExportError:
         raise
     except Exception as error:  # the converter raises many types; keep its first lines only

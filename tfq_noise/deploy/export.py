@@ -1,7 +1,7 @@
 """Exports a finished run as a verified TFLite model (LiteRT), with a JSON report beside it.
 
     python -m tfq_noise.deploy.export --run_dir=results/<exp>/<run> \\
-        [--output=tflite_models/<name>.tflite] [--kind=auto|float32|qat_int8|ptq_int8]
+        [--output=tflite_models/<name>.tflite] [--kind=auto|float32|qat_int8|ptq_int8|aeq_w8a8|aeq_w4a8]
 
 Kinds:
 
@@ -11,6 +11,12 @@ Kinds:
   int8 activations calibrated on ``--ptq_images`` (500) training images of the
   run (normalized as in training, one image per calibration step), int8 input
   and output, builtin int8 ops only.
+* ``aeq_w8a8`` / ``aeq_w4a8`` (float runs): the other post-training peer,
+  ``ai-edge-quantizer``'s static recipe applied to the float32 .tflite: int8
+  activations calibrated on the same ``--ptq_images`` images, int8 or packed
+  int4 weights per output channel (:func:`tfq_noise.deploy.convert.convert_aeq`).
+  A 4-bit post-training model usually loses accuracy: loosen
+  ``--tolerance_points`` / ``--min_agreement`` to keep it for a comparison.
 * ``qat_int8`` (QAT runs, ``method`` contains ``quantization``): full-integer
   int8 from the ranges learned in training, no calibration data. Weights keep
   their trained grid: a W4 layer holds at most 15 distinct values per output
@@ -105,9 +111,10 @@ from tfq_noise.deploy.verify import (DEFAULT_AGREEMENT_SLACK, DEFAULT_AGREEMENT_
 __all__ = ["ExportError", "default_output", "export_model", "export_run", "load_model_float32", "main",
            "resolve_kind"]
 
-KINDS = ("auto", "float32", "ptq_int8", "qat_int8")
+KINDS = ("auto", "float32", "ptq_int8", "qat_int8", "aeq_w8a8", "aeq_w4a8")
 WEIGHT_STORAGE = ("int8", "int4")
-INT8_KINDS = ("ptq_int8", "qat_int8")
+INT8_KINDS = ("ptq_int8", "qat_int8", "aeq_w8a8", "aeq_w4a8")
+POST_TRAINING_KINDS = ("ptq_int8", "aeq_w8a8", "aeq_w4a8")
 DEFAULT_TOLERANCE_POINTS = 0.3
 DEFAULT_TRAINED_TOLERANCE_POINTS = 1.0
 DEFAULT_PTQ_IMAGES = 500
@@ -168,6 +175,8 @@ def export_model(
     tflite = convert(model, kind, calibration_images)
 
     unpacked = 0
+    if kind == "aeq_w4a8":
+        weight_storage = "int4"  # the point of the W4A8 recipe: packed 4-bit weights
     if kind in INT8_KINDS and weight_storage == "int8":
         tflite, unpacked = unpack_low_bit_weights(tflite)
     # The grid check maps kernels to layers by tensor name: run it before names are stripped
@@ -297,7 +306,7 @@ def resolve_kind(kind: str, qat: bool, method: str) -> str:
     if kind == "qat_int8" and not qat:
         raise ExportError(f"qat_int8 needs a quantization-aware run; this run's method is {method!r} "
                           "(export it as float32 or ptq_int8)")
-    if kind in ("float32", "ptq_int8") and qat:
+    if kind in ("float32", *POST_TRAINING_KINDS) and qat:
         raise ExportError(f"this run is quantization-aware (method {method!r}): its integer model comes from "
                           f"the ranges learned in training; export it with --kind=qat_int8, not {kind}")
     return kind
@@ -367,11 +376,12 @@ def export_run(
     output = Path(output) if output else default_output(run_dir, kind)
     calibration = low_bits = reference_logits = trained = None
 
-    if kind == "ptq_int8":
+    if kind in POST_TRAINING_KINDS:
         order = rng.permutation(len(data.train_images))[:ptq_images]
         calibration = normalize_images(data.train_images[order], normalization)
         report["ptq"] = {"calibration_images": int(len(calibration)), "source": "run training images",
-                         "per_channel_conv_weights": True}
+                         "per_channel_conv_weights": True,
+                         "tool": "TFLiteConverter" if kind == "ptq_int8" else "ai-edge-quantizer static recipe"}
     elif kind == "qat_int8":
         scheme = config.resolved_hparams.get("quantization_scheme", "paper")
         if scheme == "paper":
