@@ -481,7 +481,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             trained_grid=args.trained_grid,
             paths=DataPaths(cifar10_dir=args.cifar10_dir),
         )
-    except (ExportError, FileNotFoundError, ValueError) as error:
+    except (ExportError, FileNotFoundError, ValueError, RuntimeError) as error:  # RuntimeError: data not found
         print(f"export failed: {error}", file=sys.stderr)
         return 1
     except OSError as error:  # e.g. truncated or corrupted weights (h5py)
