@@ -76,9 +76,6 @@ def convert_aeq(float_tflite: bytes, calibration_images: np.ndarray, weight_bits
     calibrated on the normalized float images, one per step), ``weight_bits``
     weights per output channel (4: packed ``INT4`` tensors, the W4A8 recipe).
     """
-    import os
-
-    os.environ.setdefault("TQDM_DISABLE", "1")  # its calibration progress bar
     from ai_edge_litert.interpreter import Interpreter
     from ai_edge_quantizer import qtyping, quantizer
 

@@ -105,8 +105,8 @@ from tfq_noise.deploy.convert import (activation_bits_below_8, build_a8_model, c
 from tfq_noise.deploy.flatbuffer import (ExportError, strip_tensor_names, summarize, unpack_low_bit_weights,
                                          weight_grid)
 from tfq_noise.deploy.verify import (DEFAULT_AGREEMENT_SLACK, DEFAULT_AGREEMENT_TARGET, accuracy,
-                                     check_against_keras, keras_logits, normalize_images, rounding_floor,
-                                     structural_problems)
+                                     check_against_keras, check_against_trained, keras_logits,
+                                     normalize_images, structural_problems)
 
 __all__ = ["ExportError", "default_output", "export_model", "export_run", "load_model_float32", "main",
            "resolve_kind"]
@@ -154,7 +154,7 @@ def export_model(
     ``eval_images``: normalized float images, ``eval_labels`` their classes.
     ``reference_logits``: the Keras model's logits on them, if already computed.
     ``trained``: when ``model`` is not the model as trained (a W4/A4 run exported
-    W4/A8), ``{"model", "logits", "tolerance_points"}`` of the trained model: the
+    W4/A8), ``{"model", "images", "logits", "tolerance_points"}`` of the trained model: the
     LiteRT accuracy must lie within ``tolerance_points`` of its accuracy too, and
     the agreement with it and its own rounding floor are reported.
     ``report``: extra entries for the JSON (source run, re-estimation...).
@@ -202,7 +202,8 @@ def export_model(
                                      tolerance_points=tolerance_points, min_agreement=min_agreement,
                                      reference_logits=reference_logits)
         lite_logits = checks.pop("litert_logits")
-        as_trained = _check_against_trained(trained, lite_logits, eval_labels, tmp, kind) if trained else None
+        as_trained = (check_against_trained(trained, lite_logits, eval_labels, checks["input_step"], kind=kind)
+                      if trained else None)
         report = json.loads(json.dumps(dict(report or {}), default=results._json_default))  # noqa: SLF001
         if "keras_accuracy_original" in report.get("a8_reestimation", {}):
             report["a8_reestimation"]["litert_minus_original_points"] = 100.0 * (
@@ -250,27 +251,6 @@ def export_model(
         if json_tmp is not None:
             json_tmp.unlink(missing_ok=True)
         raise
-
-
-def _check_against_trained(trained: Mapping[str, Any], lite_logits: np.ndarray, labels: np.ndarray,
-                           model_path: Path, kind: str) -> dict:
-    """The LiteRT model against the model as trained (accuracy bounded, agreement and its floor reported)."""
-    from tfq_noise.deploy.verify import input_step, logit_error_summary
-
-    logits = np.asarray(trained["logits"], np.float32)
-    tolerance = float(trained["tolerance_points"])
-    trained_acc = accuracy(logits, labels)
-    lite_acc = accuracy(lite_logits, labels)
-    diff = 100.0 * (lite_acc - trained_acc)
-    if abs(diff) > tolerance:
-        raise ExportError(f"{kind}: LiteRT accuracy {100 * lite_acc:.2f}% differs from the model as trained "
-                          f"({100 * trained_acc:.2f}%) by {diff:+.2f} points (> {tolerance} allowed, "
-                          "--trained_tolerance_points)")
-    step = input_step(model_path)
-    floor = rounding_floor(trained["model"], trained["images"], step, logits) if step else None
-    return {"keras_accuracy": trained_acc, "litert_minus_trained_points": diff, "tolerance_points": tolerance,
-            "argmax_agreement": float(np.mean(np.argmax(lite_logits, -1) == np.argmax(logits, -1))),
-            "rounding_floor": floor, "logit_error": logit_error_summary(lite_logits, logits)}
 
 
 def _strip_pruning(model):

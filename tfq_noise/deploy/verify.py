@@ -219,3 +219,23 @@ def check_against_keras(model_path, model, images: np.ndarray, labels: np.ndarra
             "input_step": step,
             "logit_error": logit_error_summary(lite, reference), "litert_logits": lite,
             "max_abs_logit_difference_relative": float(np.max(np.abs(lite - reference)) / scale)}
+
+
+def check_against_trained(trained: Mapping[str, Any], lite_logits: np.ndarray, labels: np.ndarray,
+                          step: float | None, *, kind: str) -> dict:
+    """The LiteRT logits against the model as trained (``trained``: its ``model``, ``images``, ``logits``,
+    ``tolerance_points``): accuracy bounded, agreement, its rounding floor and logit errors reported.
+    ``step``: the .tflite's input step (None: no floor)."""
+    logits = np.asarray(trained["logits"], np.float32)
+    tolerance = float(trained["tolerance_points"])
+    trained_acc = accuracy(logits, labels)
+    lite_acc = accuracy(lite_logits, labels)
+    diff = 100.0 * (lite_acc - trained_acc)
+    if abs(diff) > tolerance:
+        raise ExportError(f"{kind}: LiteRT accuracy {100 * lite_acc:.2f}% differs from the model as trained "
+                          f"({100 * trained_acc:.2f}%) by {diff:+.2f} points (> {tolerance} allowed, "
+                          "--trained_tolerance_points)")
+    floor = rounding_floor(trained["model"], trained["images"], step, logits) if step else None
+    return {"keras_accuracy": trained_acc, "litert_minus_trained_points": diff, "tolerance_points": tolerance,
+            "argmax_agreement": float(np.mean(np.argmax(lite_logits, -1) == np.argmax(logits, -1))),
+            "rounding_floor": floor, "logit_error": logit_error_summary(lite_logits, logits)}
