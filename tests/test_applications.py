@@ -39,3 +39,34 @@ def test_help_lists_the_applications():
 
     text = run.help_text()
     assert "MobileNetV2" in text and "resnet20" in text
+
+
+def test_mobilenetv2_w4a4_trains_and_exports_int8_with_depthwise_on_grid(cifar10_dir, tmp_path):
+    """Acceptance: MobileNetV2 (alpha 0.35) W4/A4 (first/last W8/A8) trains a few steps and exports as a verified
+    full-integer .tflite whose W4 kernels, the depthwise ones included, hold <= 15 integers per output channel."""
+    import json
+
+    from tfq_noise.data import DataPaths
+    from tfq_noise.deploy import export, flatbuffer
+    from tfq_noise.train import release_memory, train
+
+    config = RunConfig(experiment="apps", method="quantization", model="MobileNetV2", model_kwargs={"alpha": 0.35},
+                       epochs=1, train_size=128, eval_train_size=64)
+    run_dir = tmp_path / config.run_name
+    train(config, run_dir, DataPaths(cifar10_dir=str(cifar10_dir)), print_fn=lambda *a, **k: None)
+    release_memory()
+    output = tmp_path / "mnv2.tflite"
+    assert export.main([f"--run_dir={run_dir}", f"--output={output}", f"--cifar10_dir={cifar10_dir}",
+                        "--eval_images=100", "--range_batches=2", "--tolerance_points=3", "--min_agreement=0.9",
+                        "--trained_tolerance_points=5"]) == 0
+    report = json.loads(output.with_name(output.name + ".json").read_text())
+    assert report["integer_check"] == "passed" and report["ops"]["DEPTHWISE_CONV_2D"] == 17
+    grid = report["grid_check"]
+    assert grid["passed"]
+    depthwise = {name: layer for name, layer in grid["layers"].items() if layer["op"] == "DEPTHWISE_CONV_2D"}
+    assert len(depthwise) == 17 and all(layer.get("weight_bits") == 4 for layer in depthwise.values())
+    assert all(layer["max_distinct_per_channel"] <= 15 for layer in depthwise.values())
+    # the stem and the classifier stay 8-bit (first/last W8/A8)
+    assert sum(layer.get("weight_bits") is None for layer in grid["layers"].values()) == 2
+    summary = flatbuffer.summarize(output.read_bytes())
+    assert flatbuffer.integer_problems(summary) == []

@@ -21,6 +21,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from tfq_noise.deploy.flatbuffer import ExportError, TfliteSummary, integer_problems
+from tfq_noise.deploy.litert_run import invoke_batches
 
 _EVAL_BATCH = 250
 
@@ -54,22 +55,9 @@ def litert_logits(model_path, images: np.ndarray, batch_size: int = _EVAL_BATCH,
                   num_threads: int | None = None) -> np.ndarray:
     """Runs the .tflite on normalized float images (quantizing them for int8 models); float logits."""
     interpreter = _interpreter(model_path, num_threads)
-    input_detail = interpreter.get_input_details()[0]
-    batch_size = max(1, min(batch_size, len(images)))
-    interpreter.resize_tensor_input(input_detail["index"], [batch_size, *images.shape[1:]])
-    interpreter.allocate_tensors()
-    input_detail = interpreter.get_input_details()[0]
-    output_detail = interpreter.get_output_details()[0]
-    outputs = []
-    for start in range(0, len(images), batch_size):
-        batch = images[start: start + batch_size]
-        n = len(batch)
-        if n < batch_size:
-            batch = np.concatenate([batch, np.zeros((batch_size - n, *batch.shape[1:]), batch.dtype)])
-        interpreter.set_tensor(input_detail["index"], quantize_input(batch, input_detail))
-        interpreter.invoke()
-        outputs.append(dequantize_output(interpreter.get_tensor(output_detail["index"]), output_detail)[:n])
-    return np.concatenate(outputs)
+    inputs = quantize_input(images, interpreter.get_input_details()[0])
+    raw = invoke_batches(interpreter, inputs, batch_size)
+    return dequantize_output(raw, interpreter.get_output_details()[0])
 
 
 def keras_logits(model, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
