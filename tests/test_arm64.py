@@ -97,6 +97,7 @@ def test_check_with_host_as_substitute(tiny_int8):
     (entry,) = report["models"]
     assert entry["images"] == 30 and entry["top1_agreement"] == 1.0 and entry["bit_identical_outputs"] == 1.0
     assert entry["x86_64"]["kernels"] == "reference" and not entry["x86_64"]["delegate_applied"]
+    assert entry["x86_64"]["delegated_ops"] == 0 and entry["x86_64"]["operators"] >= 3
     assert report["passed"] and "not measured" in report["latency"]
     assert any("top-1 agreement 1.0000" in line for line in lines)
 
@@ -133,4 +134,14 @@ def test_real_arm64_run(tiny_int8, tmp_path):
     (entry,) = report["models"]
     assert entry["arm64"]["machine"] == "aarch64" and entry["x86_64"]["machine"] == "x86_64"
     assert report["emulator"]["qemu"] and entry["images"] == 20
+    # default delegates: XNNPACK takes every operator of this small int8 model on both sides
+    for side in ("x86_64", "arm64"):
+        assert entry[side]["delegate_applied"] and entry[side]["delegated_ops"] == entry[side]["operators"]
     assert code == (0 if entry["top1_agreement"] >= 0.8 else 1)
+
+
+def test_a_side_that_hangs_is_a_clear_error(tmp_path):
+    sleeper = [sys.executable, "-c", "import time; time.sleep(30)"]
+    with pytest.raises(arm64.Arm64Error, match="did not finish within 1 s.*--eval_images"):
+        arm64.run_side(sleeper, None, tmp_path / "m.tflite", tmp_path / "in.npy", tmp_path / "out.npy", "default",
+                       timeout=1)

@@ -84,23 +84,25 @@ def run_batches(model_path: str, inputs_path: str, outputs_path: str, kernels: s
     import numpy as np
     from ai_edge_litert import interpreter as litert
 
+    # Imported as files, without the tfq_noise package (which loads TensorFlow): numpy and the stdlib only.
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from litert_run import invoke_batches  # numpy only, imported without the tfq_noise package (TensorFlow)
+    from benchmark import delegation
+    from litert_run import invoke_batches
 
     kwargs = {"num_threads": 1}
     if kernels == "reference":
         kwargs["experimental_op_resolver_type"] = litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     interpreter = litert.Interpreter(model_path=model_path, **kwargs)
     outputs = invoke_batches(interpreter, np.load(inputs_path), batch)
-    ops = interpreter._get_ops_details()  # pylint: disable=protected-access
+    delegated = delegation(interpreter._get_ops_details())  # pylint: disable=protected-access
     np.save(outputs_path, outputs)
     features = None
     if platform.machine() == "aarch64" and os.path.exists("/proc/cpuinfo"):
         with open("/proc/cpuinfo") as f:
             features = next((line.split(":", 1)[1].split() for line in f if line.startswith("Features")), None)
     return {"machine": platform.machine(), "cpu_features": features, "kernels": kernels,
-            "delegate_applied": any(op["op_name"] == "DELEGATE" for op in ops),
-            "operators": sum(op["op_name"] != "DELEGATE" for op in ops)}
+            "delegate_applied": delegated["applied"], "delegated_ops": delegated["delegated_ops"],
+            "operators": delegated["total_ops"]}
 
 
 # ----------------------------------------------------------------------------- host side
@@ -225,8 +227,12 @@ def _worker_argv(model: Path, inputs: Path, outputs: Path, kernels: str, batch: 
 def run_side(prefix: Sequence[str], env: dict | None, model: Path, inputs: Path, outputs: Path, kernels: str,
              batch: int = BATCH, timeout: float = 7200) -> dict:
     """Runs the worker with ``prefix`` (a Python command) and returns its info; Arm64Error on failure."""
-    proc = subprocess.run([*prefix, *_worker_argv(model, inputs, outputs, kernels, batch)], env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    try:
+        proc = subprocess.run([*prefix, *_worker_argv(model, inputs, outputs, kernels, batch)], env=env,
+                              capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise Arm64Error(f"{model} did not finish within {timeout:.0f} s ({' '.join(prefix[:1])}); "
+                         "use --eval_images to check fewer images") from None
     if proc.returncode != 0:
         raise Arm64Error(f"{model} did not run ({' '.join(prefix[:1])}, exit {proc.returncode}):\n"
                          f"{(proc.stdout + proc.stderr)[-2000:]}")
