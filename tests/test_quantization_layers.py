@@ -21,7 +21,7 @@ from tfq_noise.quantization import (
     quantize_model,
 )
 from tfq_noise.quantization import ops
-from tfq_noise.quantization.scheme import split_separable_convs
+from tfq_noise.quantization.scheme import split_layers
 
 SHAPE = (16, 16, 3)
 
@@ -168,12 +168,12 @@ def separable_model():
 def test_separable_conv_is_split_with_the_same_function_and_names():
     keras.utils.set_random_seed(0)
     base = separable_model()
-    split = split_separable_convs(base)
+    split = split_layers(base)
     assert [type(l).__name__ for l in split.layers if l.name.startswith("sep")] == ["DepthwiseConv2D", "Conv2D"]
     assert {"sep_depthwise", "sep_pointwise"} <= {l.name for l in split.layers}
     x = np.random.RandomState(0).randn(2, *SHAPE).astype(np.float32)
     np.testing.assert_allclose(split(x).numpy(), base(x).numpy(), rtol=1e-4, atol=1e-5)
-    assert split_separable_convs(split) is split  # nothing left to split
+    assert split_layers(split) is split  # nothing left to split
 
     plans, _ = plan_model(base, QuantizationSpec())
     assert "sep" not in plans
@@ -188,6 +188,55 @@ def test_separable_conv_is_split_with_the_same_function_and_names():
     assert dw_quantizer.depthwise and max(depthwise_distinct(effective(dw_quantizer, dw_kernel))) <= 15
     pw = effective(pw_quantizer, pw_kernel).reshape(-1, pw_kernel.shape[-1])
     assert pw_quantizer.per_channel and max(len(np.unique(pw[:, c])) for c in range(pw.shape[1])) <= 7
+
+
+# --------------------------------------------------------------------------------------
+# Conv/Dense with an activation TFLite cannot fuse (swish, sigmoid, softmax): split in two
+# --------------------------------------------------------------------------------------
+
+
+def squeeze_excite_model():
+    """EfficientNet's squeeze-and-excitation branch in small, and a softmax classifier."""
+    inputs = keras.Input(SHAPE)
+    x = keras.layers.Conv2D(8, 3, strides=2, padding="same", name="stem")(inputs)
+    x = keras.layers.BatchNormalization(name="stem_bn")(x)
+    x = keras.layers.Activation("swish", name="stem_act")(x)
+    se = keras.layers.GlobalAveragePooling2D(keepdims=True, name="se_squeeze")(x)
+    se = keras.layers.Conv2D(4, 1, activation="swish", name="se_reduce")(se)
+    se = keras.layers.Conv2D(8, 1, activation="sigmoid", name="se_expand")(se)
+    x = keras.layers.Multiply(name="se_excite")([x, se])
+    x = keras.layers.Conv2D(8, 3, activation="relu", name="body")(x)  # fusable: stays whole
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    return keras.Model(inputs, keras.layers.Dense(3, activation="softmax", name="predictions")(x))
+
+
+def test_non_fusable_activations_are_split_and_the_model_converts_to_integers_only():
+    from tfq_noise.deploy import convert, flatbuffer
+
+    keras.utils.set_random_seed(0)
+    base = squeeze_excite_model()
+    split = split_layers(base)
+    activations = {l.name: l.get_config().get("activation") for l in split.layers}
+    assert activations["se_reduce"] == activations["se_expand"] == activations["predictions"] == "linear"
+    assert (activations["se_reduce_activation"], activations["se_expand_activation"],
+            activations["predictions_activation"]) == ("swish", "sigmoid", "softmax")
+    assert activations["body"] == "relu" and "body_activation" not in activations
+    x = np.random.RandomState(0).uniform(0, 1, (2,) + SHAPE).astype(np.float32)
+    np.testing.assert_allclose(split(x).numpy(), base(x).numpy(), rtol=1e-5, atol=1e-6)
+    assert split_layers(split) is split
+
+    plans, _ = plan_model(base, QuantizationSpec())
+    # the pre-activation tensors now exist as layer outputs, with an 8-bit range
+    assert plans["se_reduce"].output_bits == plans["se_expand"].output_bits == 8
+    assert plans["predictions"].weight_bits == 8  # still the last layer, seen through its activation
+    assert plans["se_reduce_activation"].output_bits == 4  # read by the W4/A4 se_expand
+
+    # A8, as the export converts it (the converter takes no 4-bit activations); W4 kept
+    model = quantize_model(base, activation_bits=8)
+    train_two_steps(model)
+    summary = flatbuffer.summarize(convert.convert_qat_int8(model))
+    assert flatbuffer.integer_problems(summary, ("INT8", "INT4")) == []
+    assert summary.op_counts["LOGISTIC"] >= 2 and summary.op_counts["CONV_2D"] == 4
 
 
 # --------------------------------------------------------------------------------------
@@ -302,6 +351,19 @@ def test_mobilenetv2_plan_first_last_8bit_rest_4bit():
     assert all(plans[l.name].weight_bits in (4, 8) for l in kernels)
     assert all(plans[l.name].per_channel for l in kernels if type(l).__name__ == "DepthwiseConv2D")
     assert input_bits == 8
+
+
+def test_efficientnetb0_plan_gives_squeeze_excite_convs_a_range_before_their_activation():
+    """EfficientNet's SE convs carry swish/sigmoid inside the Conv2D; split, the tensor before each activation
+    is quantized (8 bits), which is what lets the converter run them in int8 (the export check is in the README)."""
+    base = keras.applications.EfficientNetB0(weights=None, input_shape=(32, 32, 3), classes=10,
+                                             classifier_activation=None)
+    plans, _ = plan_model(base, QuantizationSpec())
+    se_convs = [n for n in plans if n.endswith(("_se_reduce", "_se_expand"))]
+    assert len(se_convs) == 32
+    assert all(plans[n].weight_bits == 4 and plans[n].output_bits == 8 for n in se_convs)
+    assert all(plans[f"{n}_activation"].output_bits == (4 if n.endswith("reduce") else 8) for n in se_convs)
+    assert {n for n, p in plans.items() if p.weight_bits == 8} == {"stem_conv", "predictions"}
 
 
 # --------------------------------------------------------------------------------------

@@ -446,6 +446,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="low-bit activations keep their trained step in int8 tensors instead of 8-bit ranges "
                         "re-estimated: the integer model computes the trained rounding")
     p.add_argument("--cifar10_dir", default=None, help="CIFAR-10 binaries (default $TFQ_NOISE_CIFAR10_DIR)")
+    p.add_argument("--folder_path", default=None,
+                   help="--dataset=folder runs: the image folder or CSV (default $TFQ_NOISE_FOLDER_PATH)")
+    p.add_argument("--ferplus_dir", default=None, help="FER+ runs: the FER+ folder (default $TFQ_NOISE_FERPLUS_DIR)")
+    p.add_argument("--cifar10n_path", default=None, help="CIFAR-10N runs: CIFAR-10_human.pt")
+    p.add_argument("--tfds_data_dir", default=None, help="tfds:NAME runs: TFDS's data_dir")
     return p
 
 
@@ -459,7 +464,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             eval_images=args.eval_images, tolerance_points=args.tolerance_points,
             trained_tolerance_points=args.trained_tolerance_points, min_agreement=args.min_agreement, ptq_images=args.ptq_images, range_batches=args.range_batches,
             trained_grid=args.trained_grid,
-            paths=DataPaths(cifar10_dir=args.cifar10_dir),
+            paths=DataPaths(cifar10_dir=args.cifar10_dir, folder_path=args.folder_path,
+                            ferplus_dir=args.ferplus_dir, cifar10n_path=args.cifar10n_path,
+                            tfds_data_dir=args.tfds_data_dir),
         )
     except (ExportError, FileNotFoundError, ValueError, RuntimeError) as error:  # RuntimeError: data not found
         print(f"export failed: {error}", file=sys.stderr)

@@ -17,7 +17,7 @@ from tfq_noise.quantization.quantizers import ActivationQuantizer, WeightQuantiz
 _QuantizeConfig = tfmot.quantization.keras.QuantizeConfig
 
 # The attribute that holds each supported layer type's kernel. SeparableConv2D is not here:
-# the scheme splits it into DepthwiseConv2D + Conv2D first (scheme.split_separable_convs).
+# the scheme splits it into DepthwiseConv2D + Conv2D first (scheme.split_layers).
 KERNEL_ATTRIBUTES = {
     "Conv2D": "kernel",
     "Conv1D": "kernel",

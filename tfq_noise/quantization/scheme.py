@@ -7,7 +7,10 @@ What is quantized, decided on the model's graph:
   ``(kh, kw, C, M)`` has ``C × M`` of them), Dense kernels per tensor (TFLite
   does not convert per-channel Dense); a SeparableConv2D is first split into
   DepthwiseConv2D ``<name>_depthwise`` + 1×1 Conv2D ``<name>_pointwise``
-  (:func:`split_separable_convs`), so the tensor between them is quantized too;
+  (:func:`split_layers`), so the tensor between them is quantized too; a
+  Conv/Dense with an activation TFLite cannot fuse (swish, sigmoid, softmax...)
+  is split into the linear layer + ``Activation`` ``<name>_activation``, so the
+  tensor before the activation gets a range too;
 * every *input* of those layers (the paper's "activations"): ``activation_bits``
   of the layer that reads it, quantized where it is produced (an output
   quantizer on the producer, or on the model input);
@@ -37,6 +40,7 @@ build the model without BN (``resnet20(batchnorm=False)``) to reproduce that.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from typing import Mapping
 
@@ -210,14 +214,62 @@ class _SplitSeparableConv(tfmot_transforms.Transform):
         return tfmot_transforms.LayerNode(nodes[1][0], weights=nodes[1][1], input_layers=[depthwise_node])
 
 
-def split_separable_convs(model):
-    """``model`` with every SeparableConv2D split in two (see :class:`_SplitSeparableConv`), weights kept.
+# Activations TFLite fuses into the CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED before them.
+_FUSABLE_ACTIVATIONS = ("linear", "relu", "relu6")
 
-    Returns ``model`` itself when it has none.
+
+class _SplitActivation(tfmot_transforms.Transform):
+    """Conv/Dense ``name`` with a non-fusable activation → the same layer, linear, + ``Activation`` ``name_activation``.
+
+    A kernel layer that applies swish, sigmoid, softmax, tanh... inside itself has only its
+    activated output as a layer output, so that is all the scheme could quantize; TFLite cannot
+    fuse such an activation into the convolution, so the tensor between them exists in the
+    integer model with no range and the converter leaves the layer in float (EfficientNet's
+    squeeze-and-excitation convolutions, ``Dense(activation="softmax")`` classifiers). Split,
+    the pre-activation tensor is a layer output and gets an 8-bit range like any other tensor.
+    The kernel layer keeps its name, so ``layer_bits`` and weight files stay valid.
     """
-    if not any(type(layer).__name__ == "SeparableConv2D" for layer in model.layers):
+
+    def pattern(self):
+        not_fusable = "(?!(?:" + "|".join(_FUSABLE_ACTIVATIONS) + ")$).*"
+        return tfmot_transforms.LayerPattern("|".join(KERNEL_ATTRIBUTES), config={"activation": not_fusable})
+
+    def replacement(self, match_layer):
+        layer = copy.deepcopy(match_layer.layer)
+        activation = layer["config"]["activation"]
+        layer["config"]["activation"] = "linear"
+        name = layer["config"]["name"]
+        linear = tfmot_transforms.LayerNode(layer, weights=match_layer.weights, input_layers=match_layer.input_layers,
+                                            metadata=match_layer.metadata)
+        act = keras.layers.Activation(activation, name=f"{name}_activation")
+        act_config = tfmot_utils.serialize_layer(act, use_legacy_format=True)
+        act_config["name"] = act.name
+        return tfmot_transforms.LayerNode(act_config, input_layers=[linear])
+
+
+def _needs_split(layer) -> bool:
+    layer_type = type(layer).__name__
+    if layer_type == "SeparableConv2D":
+        return True
+    if layer_type in KERNEL_ATTRIBUTES:
+        activation = layer.get_config().get("activation", "linear")
+        return activation not in _FUSABLE_ACTIVATIONS
+    return False
+
+
+def split_layers(model):
+    """``model`` with the layers the scheme cannot quantize whole split in two, weights kept.
+
+    * SeparableConv2D → DepthwiseConv2D + 1×1 Conv2D (:class:`_SplitSeparableConv`);
+    * Conv/Dense with an activation TFLite cannot fuse (swish, sigmoid, softmax...) → the
+      linear layer + ``Activation`` (:class:`_SplitActivation`).
+
+    Returns ``model`` itself when there is nothing to split.
+    """
+    if not any(_needs_split(layer) for layer in model.layers):
         return model
-    transformed, _ = model_transformer.ModelTransformer(model, [_SplitSeparableConv()]).transform()
+    transforms = [_SplitSeparableConv(), _SplitActivation()]
+    transformed, _ = model_transformer.ModelTransformer(model, transforms).transform()
     return transformed
 
 
@@ -278,7 +330,7 @@ class _Graph:
 
 def plan_model(model, spec: QuantizationSpec) -> tuple[dict[str, LayerPlan], int]:
     """Decides bits for every layer; returns the plans and the model-input bits."""
-    graph = _Graph(split_separable_convs(model))
+    graph = _Graph(split_layers(model))
     first = {c.name for inp in graph.input_layers for c in graph.first_kernel_layers(inp.name)}
     last = {name for name, layer in graph.layers.items() if _is_kernel_layer(layer) and graph.is_last(name)}
     unknown = set(spec.layer_bits) - {n for n, l in graph.layers.items() if _is_kernel_layer(l)}
@@ -394,7 +446,7 @@ def quantize_scope():
 
 
 def _paper_quantize(model, spec: QuantizationSpec):
-    model = split_separable_convs(model)
+    model = split_layers(model)
     plans, input_bits = plan_model(model, spec)
 
     def annotate(layer):
