@@ -22,11 +22,12 @@ import argparse
 import csv
 import os
 import sys
-import tempfile
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from tfq_noise import results
 from tfq_noise.data import ferplus
 
 SPLIT_OF_FOLDER = {"train": "train", "valid": "train", "test": "test"}
@@ -50,19 +51,13 @@ def rows_of_split(folder: str, split: str, rng: np.random.Generator) -> tuple[li
 
 
 def write_csv(rows: Sequence[tuple], output: str) -> None:
-    directory = os.path.dirname(os.path.abspath(output))
-    os.makedirs(directory, exist_ok=True)
-    handle = tempfile.NamedTemporaryFile("w", newline="", encoding="utf-8", dir=directory, suffix=".tmp",
-                                         delete=False)
-    try:
-        with handle:
+    def write(tmp: str) -> None:
+        with open(tmp, "w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
             writer.writerow(("path", "label", "clean_label", "split"))
             writer.writerows(rows)
-        os.replace(handle.name, output)
-    except BaseException:
-        os.unlink(handle.name)
-        raise
+
+    results.atomic_write(Path(output), write)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
