@@ -34,6 +34,32 @@ def test_application_kwargs_are_checked_like_the_project_models():
         build_model("MobileNetV2", num_classes=3, dropout_rate=0.1)
 
 
+def test_bn_momentum_sets_every_batchnorm_and_survives_cloning():
+    from tfq_noise import keras
+
+    model = build_model("MobileNetV2", num_classes=3, input_shape=(32, 32, 1), alpha=0.35, bn_momentum=0.9)
+    norms = [layer for layer in model.submodules if isinstance(layer, keras.layers.BatchNormalization)]
+    assert len(norms) == 52 and all(layer.momentum == 0.9 for layer in norms)
+    clone = keras.models.clone_model(model)  # how QAT rebuilds a model: from each layer's config
+    assert all(layer.momentum == 0.9 for layer in clone.submodules
+               if isinstance(layer, keras.layers.BatchNormalization))
+    # the moving mean follows at the rate asked: one training step moves it by (1 - momentum) of the way
+    first = norms[0]
+    before = first.moving_mean.numpy().copy()
+    model(np.random.default_rng(0).normal(3.0, 1.0, (8, 32, 32, 1)).astype(np.float32), training=True)
+    stem = keras.Model(model.input, first.input)
+    batch_mean = stem(np.random.default_rng(0).normal(3.0, 1.0, (8, 32, 32, 1)).astype(np.float32)).numpy()
+    np.testing.assert_allclose(first.moving_mean.numpy(), 0.9 * before + 0.1 * batch_mean.mean(axis=(0, 1, 2)),
+                               rtol=1e-4, atol=1e-5)
+    default = build_model("MobileNetV2", num_classes=3, input_shape=(32, 32, 1), alpha=0.35)
+    assert {layer.momentum for layer in default.submodules if isinstance(layer, keras.layers.BatchNormalization)} \
+        == {0.999}
+    RunConfig(model="MobileNetV2", model_kwargs={"alpha": 0.35, "bn_momentum": 0.99})
+    for bad in (1.0, -0.1, "fast", True):
+        with pytest.raises(ValueError, match="bn_momentum must be in"):
+            build_model("MobileNetV2", num_classes=3, input_shape=(32, 32, 1), bn_momentum=bad)
+
+
 def test_help_lists_the_applications():
     from experiments import run
 
