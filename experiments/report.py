@@ -256,9 +256,10 @@ def write_report(experiment_dir) -> Path:
     return path
 
 
-# A generated README block: <!-- report:begin DIR --> (an experiment's tables) or <!-- recipes:begin DIR -->
-# (the recipe search's table), closed by the same marker with "end".
-BLOCK = re.compile(r"(<!-- (?P<kind>report|recipes):begin (?P<dir>\S+) -->\n)(?P<body>.*?)"
+# A generated README block: <!-- report:begin DIR --> (an experiment's tables), <!-- recipes:begin DIR -->
+# (the recipe search's table) or <!-- labelerrors:begin DIR --> (the label-error study's table), closed by
+# the same marker with "end".
+BLOCK = re.compile(r"(<!-- (?P<kind>report|recipes|labelerrors):begin (?P<dir>\S+) -->\n)(?P<body>.*?)"
                    r"(<!-- (?P=kind):end (?P=dir) -->)", re.S)
 
 
@@ -274,6 +275,10 @@ def generate_block(kind: str, directory: Path, name: str) -> str:
         from experiments import recipes
 
         return recipes.readme_block(directory, name)
+    if kind == "labelerrors":
+        from experiments import label_error_study
+
+        return label_error_study.readme_block(directory, name)
     return tables.readme_block(directory, name)
 
 

@@ -14,6 +14,7 @@ from experiments import report
 ROOT = Path(__file__).resolve().parents[1]
 TEXT = (ROOT / "README.md").read_text()
 BLOCKS = report.readme_blocks(TEXT)
+COMMANDS = {"report": "report", "recipes": "recipes", "labelerrors": "label_error_study EXPERIMENT --output_dir="}
 
 
 def test_readme_has_generated_blocks():
@@ -25,7 +26,7 @@ def test_readme_block_matches_the_committed_results(directory):
     kind, body = BLOCKS[directory]
     expected = report.generate_block(kind, ROOT / directory, directory)
     assert body == expected, (f"README.md's block for {directory} differs from its committed files: run "
-                              f"python -m experiments.{'recipes' if kind == 'recipes' else 'report'} {directory} --readme")
+                              f"python -m experiments.{COMMANDS[kind]} {directory} --readme")
 
 
 def test_every_figure_in_the_readme_exists():
