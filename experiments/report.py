@@ -116,7 +116,7 @@ def _pick_rate(grouped, wanted=0.4):
 
 def _setting_text(setting) -> str:
     """A noise setting for a title: a rate of synthetic noise, or a CIFAR-10N label set by name."""
-    return f"CIFAR-10N {setting}" if isinstance(setting, str) else f"s = {setting:.0%}"
+    return f"CIFAR-10N {setting}" if isinstance(setting, str) else tables.rate_name(setting)
 
 
 def _first_seed(runs):
@@ -183,7 +183,7 @@ def plot_memorization(grouped, histories, rate, path: Path, num_classes: int = 1
         if h and all(r.get("trainmode_memorized") is not None for r in h):
             axes[0].plot(epochs, [100 * r["trainmode_memorized"] for r in h], linestyle="--", **style)
             training_mode = True
-    axes[0].axhline(100 / num_classes, color="gray", linestyle=":", label=f"random prediction ({100 / num_classes:.0f}%)")
+    axes[0].axhline(100 / num_classes, color="gray", linestyle=":", label=f"random prediction ({100 / num_classes:.3g}%)")
     if training_mode:
         axes[0].plot([], [], color="gray", linestyle="--", label="training mode (dashed)")
     titles = ("Corrupted examples predicted as their wrong label", "Corrupted examples predicted as their true label",
@@ -235,18 +235,23 @@ def write_report(experiment_dir) -> Path:
     synthetic, human = report.synthetic, report.human
     histories = {f["run_dir"]: results.read_csv(Path(f["run_dir"]) / results.HISTORY) for f in report.finals}
     rate = _pick_rate(synthetic)
+    named = {float(r): r for r in report.rates}  # a rate that names its column (labels as given) names the figure
+    rate = named.get(rate, rate)
+    classes = sorted({f.get("num_outputs", tables.NUM_CLASSES) for f in report.finals})
+    num_classes = classes[0] if len(classes) == 1 else tables.NUM_CLASSES
     figures = []
     for name, ok in (
         ("accuracy_vs_noise.png", lambda p: plot_accuracy_vs_noise(synthetic, p, report.paper_reference)),
         ("loss_curves.png", lambda p: plot_loss_curves(synthetic, histories, rate, p)),
-        ("memorization.png", lambda p: plot_memorization(synthetic, histories, rate, p)),
+        ("memorization.png", lambda p: plot_memorization(synthetic, histories, rate, p, num_classes)),
         ("robustness.png", lambda p: plot_robustness(synthetic, p)),
     ):
         if ok(experiment_dir / name):
             figures.append(name)
     for noise_type in sorted({t for by_type in human.values() for t in by_type}):  # the same curves per label set
         for name, plot in ((f"loss_curves_{noise_type}.png", plot_loss_curves),
-                           (f"memorization_{noise_type}.png", plot_memorization)):
+                           (f"memorization_{noise_type}.png",
+                            lambda *a: plot_memorization(*a, num_classes=num_classes))):
             if plot(human, histories, noise_type, experiment_dir / name):
                 figures.append(name)
     results.write_csv(experiment_dir / "runs.csv", tables.runs_table(report.finals))

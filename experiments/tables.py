@@ -65,7 +65,7 @@ def metric(final: Mapping, key: str):
         return None if last is None or best is None else best - last
     if key == "no_memorization_level":
         corrected = final.get("last_corrected")
-        return None if corrected is None else (1.0 - corrected) / (NUM_CLASSES - 1)
+        return None if corrected is None else (1.0 - corrected) / (final.get("num_outputs", NUM_CLASSES) - 1)
     if key == "test_accuracy_last5" and "early_stopping" in final["method"]:
         return None  # an average over epochs the method discards
     return final.get(key)
@@ -87,8 +87,22 @@ def _cell(runs, key, digits=1) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f} (n={n})" if n > 1 else f"{mean:.{digits}f}"
 
 
+class Rate(float):
+    """A noise rate that names its column: the labels as given (``noise_type=original``), plus any synthetic
+    noise added on top."""
+
+    def __new__(cls, value, name: str):
+        rate = super().__new__(cls, value)
+        rate.name = name
+        return rate
+
+
+def rate_name(rate) -> str:
+    return getattr(rate, "name", None) or f"s = {rate:.0%}"
+
+
 def _rate_header(rates) -> list[str]:
-    return ["| method | " + " | ".join(f"s = {r:.0%}" for r in rates) + " |", "|---|" + "---|" * len(rates)]
+    return ["| method | " + " | ".join(rate_name(r) for r in rates) + " |", "|---|" + "---|" * len(rates)]
 
 
 def _has(grouped, key, rates) -> bool:
@@ -173,7 +187,11 @@ class ExperimentTables:
 
     @property
     def rates(self) -> list:
-        return sorted({r for by_rate in self.synthetic.values() for r in by_rate})
+        rates = sorted({r for by_rate in self.synthetic.values() for r in by_rate})
+        synthetic = [f for f in self.finals if f["noise_type"] not in HUMAN_NOISE]
+        if synthetic and all(f["noise_type"].startswith("original") for f in synthetic):
+            return [Rate(r, "labels as given" + (f" + s = {r:.0%}" if r else "")) for r in rates]
+        return rates
 
     @property
     def paper_reference(self) -> bool:
@@ -196,14 +214,17 @@ class ExperimentTables:
                 + method_by_rate(g, rates, gain_cell(g), keep=lambda l: l != "baseline") + [""])
 
     def memorization_section(self) -> list[str]:
-        g, rates = self.synthetic, [r for r in self.rates if r > 0]
+        g, rates = self.synthetic, [r for r in self.rates if r > 0 or getattr(r, "name", None)]
         if not rates or not _has(g, "last_memorized", rates):
             return []
+        classes = sorted({f.get("num_outputs", NUM_CLASSES) for f in self.finals})
+        c = classes[0] if len(classes) == 1 else "C"
+        chance = f"{1 / c:.1%}".replace(".0%", "%") if len(classes) == 1 else "1/C"
         return (["### Memorization at the end (% of the corrupted training examples predicted as their wrong "
                  "label): inference mode / training mode (no-memorization level)", "",
-                 "Random predictions would give 10%; a model that memorized nothing and spread its errors on the "
-                 "corrupted examples evenly over the other classes would give the level in brackets, "
-                 "(1 − corrected) / 9.", ""]
+                 f"Random predictions would give {chance}; a model that memorized nothing and spread its errors on "
+                 "the corrupted examples evenly over the other classes would give the level in brackets, "
+                 f"(1 − corrected) / {c - 1 if len(classes) == 1 else '(C − 1)'}.", ""]
                 + method_by_rate(g, rates, memorization_cell(g)) + [""])
 
     def best_epoch_section(self) -> list[str]:

@@ -543,3 +543,17 @@ def test_ai_edge_quantizer_peer(runs, tmp_path):
     assert reports["aeq_w4a8"]["size_bytes"] < 0.7 * reports["aeq_w8a8"]["size_bytes"]
     with pytest.raises(export.ExportError, match="export it with --kind=qat_int8"):
         export.export_run(runs["qat"], tmp_path / "x.tflite", "aeq_w8a8")
+
+
+def test_a_layer_keras_named_itself_is_matched_to_its_plan_across_builds():
+    """Keras suffixes an auto-named layer anew at each build in a process (global_average_pooling2d_4 in the
+    rebuilt model, global_average_pooling2d in the plan): the trained-grid export matches it on the base name."""
+    from tfq_noise.deploy import convert
+
+    plans = {"Conv1": "stem", "global_average_pooling2d": "pool", "Conv_1": "last", "add": "a", "add_1": "b"}
+    assert convert._plan_of(plans, "global_average_pooling2d_4") == "pool"
+    assert convert._plan_of(plans, "Conv1") == "stem" and convert._plan_of(plans, "add_1") == "b"
+    with pytest.raises(convert.ExportError, match="2 candidates"):
+        convert._plan_of(plans, "add_7")  # add and add_1 both fit: refused, not guessed
+    with pytest.raises(convert.ExportError, match="0 candidates"):
+        convert._plan_of(plans, "dense_3")

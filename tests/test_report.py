@@ -29,7 +29,8 @@ def _fake_run(experiment_dir, method, rate, seed, accuracies, hparams=None, nois
         "test_accuracy_last5": None if selects else sum(accuracies[-5:]) / len(accuracies[-5:]),
         "best_test_accuracy": max(accuracies), "wall_seconds": 60.0, "last_memorized": rows[-1]["memorized"],
         "last_trainmode_memorized": rows[-1]["trainmode_memorized"], "last_corrected": 0.3,
-        "last_mode_gap": extra.get("gap", 0.01), "data_caveat": "JPEG copy"})
+        "last_mode_gap": extra.get("gap", 0.01), "data_caveat": "JPEG copy",
+        **({"num_outputs": extra["num_outputs"]} if "num_outputs" in extra else {})})
 
 
 def _section(summary, title):
@@ -115,6 +116,19 @@ def test_report_compares_symmetric_cifar10_with_the_paper(tmp_path):
     # Paper at s = 40%: 77 → 82 (+5); here 30.0 → 40.0 at the last epoch, paired gain +10.0 (one seed).
     assert "| 40% | 77 | 82 | +5 | 30.0 | 40.0 | +10.0 |" in summary
     assert "| 80% | 38 | 58 | +20 | — | — | not run |" in summary
+
+
+def test_labels_as_given_name_their_column_and_memorization_counts_the_classes(tmp_path):
+    """A folder dataset trained on its labels as given (noise_type=original, 8 classes): no "s = 0%" column,
+    and memorization is reported (those labels can be wrong) against 8 classes, not CIFAR-10's 10."""
+    exp = tmp_path / "exp"
+    _fake_run(exp, "baseline", 0.0, 0, [0.3] * 6, noise_type="original", num_outputs=8)
+    _fake_run(exp, "quantization", 0.0, 0, [0.5] * 6, noise_type="original", num_outputs=8)
+    summary = report.write_report(exp).read_text()
+    assert "s = 0%" not in summary and "| method | labels as given |" in summary
+    memorization = _section(summary, "### Memorization at the end")
+    assert "Random predictions would give 12.5%" in memorization and "(1 − corrected) / 7." in memorization
+    assert "| baseline | 20 / 30 (10) |" in memorization  # memorized 0.1 + 0.02·5; level (1 − 0.3) / 7
 
 
 def test_readme_block_is_rewritten_in_place(tmp_path):

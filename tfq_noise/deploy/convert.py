@@ -258,6 +258,19 @@ def copy_weights(source, target) -> None:
     target.set_weights(source.get_weights())
 
 
+def _plan_of(plans: dict, name: str):
+    """The plan of layer ``name`` of a rebuilt model. A layer Keras named itself (``global_average_pooling2d_4``)
+    gets another ``_<n>`` suffix at each build in a process: matched on the name without it, if that is unique."""
+    if name in plans:
+        return plans[name]
+    base = re.sub(r"_\d+$", "", name)
+    matches = [plan for other, plan in plans.items() if re.sub(r"_\d+$", "", other) == base]
+    if len(matches) != 1:
+        raise ExportError(f"cannot match the rebuilt model's layer {name!r} to one layer of the quantization plan "
+                          f"({len(matches)} candidates): name the model's layers explicitly")
+    return matches[0]
+
+
 def keep_trained_grid(model8, config, final) -> dict:
     """Gives each low-bit activation of the A8 model the trained grid's step, in int8.
 
@@ -275,7 +288,7 @@ def keep_trained_grid(model8, config, final) -> dict:
         match = re.match(r"(?:quant_(.*)/output|quantize_layer/quantize_layer)_range_ema", v.name)
         if not match:
             continue
-        bits = input_bits if match.group(1) is None else plans[match.group(1)].output_bits
+        bits = input_bits if match.group(1) is None else _plan_of(plans, match.group(1)).output_bits
         if bits is not None and bits < 8:
             v.assign(v * 127.0 / (2 ** (bits - 1) - 1))
             changed[v.name] = float(v.numpy())
