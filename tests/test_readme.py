@@ -43,21 +43,22 @@ def test_a_changed_figure_is_caught(tmp_path):
     assert tampered != report.generate_block(kind, ROOT / "results/cpu_cifar10", "results/cpu_cifar10")
 
 
-def test_the_committed_quickstart_is_what_the_quickstart_flagfile_runs():
-    """The README describes results/examples/quickstart as the main job's output: same settings, run by run."""
+@pytest.mark.parametrize("flagfile, committed", [("quickstart.flags", "results/examples/quickstart"),
+                                                   ("ferplus_folder.flags", "results/ferplus_folder")])
+def test_the_committed_runs_are_what_their_flagfile_runs(flagfile, committed):
+    """The README describes these folders as their flag file's output: same settings, run by run."""
     from absl import flags
 
     from experiments import run as runner
     from tfq_noise import results
 
-    flagfile = ROOT / "experiments" / "configs" / "quickstart.flags"
     flags.FLAGS.unparse_flags()
-    flags.FLAGS(["run", f"--flagfile={flagfile}"])
+    flags.FLAGS(["run", f"--flagfile={ROOT / 'experiments' / 'configs' / flagfile}"])
     try:
         grid = runner.build_grid()
     finally:
         flags.FLAGS.unparse_flags()
-    committed = ROOT / "results" / "examples" / "quickstart"
+    committed = ROOT / committed
     assert sorted(c.run_name for c in grid) == sorted(p.name for p in committed.iterdir() if p.is_dir())
     for config in grid:
         assert results.read_json(committed / config.run_name / results.CONFIG) == config.to_dict(), config.run_name
