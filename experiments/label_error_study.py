@@ -120,8 +120,7 @@ def table(rows: list[dict]) -> list[str]:
 
 
 def _mean(values) -> float:
-    values = [v for v in values if v is not None]
-    return sum(values) / len(values) if values else float("nan")
+    return stats.mean_std(list(values))[0]
 
 
 def readme_block(output_dir, name: str | None = None) -> str:

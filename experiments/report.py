@@ -237,8 +237,7 @@ def write_report(experiment_dir) -> Path:
     rate = _pick_rate(synthetic)
     named = {float(r): r for r in report.rates}  # a rate that names its column (labels as given) names the figure
     rate = named.get(rate, rate)
-    classes = sorted({f.get("num_outputs", tables.NUM_CLASSES) for f in report.finals})
-    num_classes = classes[0] if len(classes) == 1 else tables.NUM_CLASSES
+    num_classes = report.num_classes or tables.NUM_CLASSES
     figures = []
     for name, ok in (
         ("accuracy_vs_noise.png", lambda p: plot_accuracy_vs_noise(synthetic, p, report.paper_reference)),

@@ -88,8 +88,7 @@ def _cell(runs, key, digits=1) -> str:
 
 
 class Rate(float):
-    """A noise rate that names its column: the labels as given (``noise_type=original``), plus any synthetic
-    noise added on top."""
+    """A noise rate that names its column: the labels as given (``noise_type=original``, rate 0)."""
 
     def __new__(cls, value, name: str):
         rate = super().__new__(cls, value)
@@ -189,9 +188,15 @@ class ExperimentTables:
     def rates(self) -> list:
         rates = sorted({r for by_rate in self.synthetic.values() for r in by_rate})
         synthetic = [f for f in self.finals if f["noise_type"] not in HUMAN_NOISE]
-        if synthetic and all(f["noise_type"].startswith("original") for f in synthetic):
-            return [Rate(r, "labels as given" + (f" + s = {r:.0%}" if r else "")) for r in rates]
+        if synthetic and all(f["noise_type"] == "original" for f in synthetic):  # rate 0: the labels as given
+            return [Rate(r, "labels as given") for r in rates]
         return rates
+
+    @property
+    def num_classes(self) -> int | None:
+        """The runs' class count if they share one, else None."""
+        classes = {f.get("num_outputs", NUM_CLASSES) for f in self.finals}
+        return classes.pop() if len(classes) == 1 else None
 
     @property
     def paper_reference(self) -> bool:
@@ -217,14 +222,13 @@ class ExperimentTables:
         g, rates = self.synthetic, [r for r in self.rates if r > 0 or getattr(r, "name", None)]
         if not rates or not _has(g, "last_memorized", rates):
             return []
-        classes = sorted({f.get("num_outputs", NUM_CLASSES) for f in self.finals})
-        c = classes[0] if len(classes) == 1 else "C"
-        chance = f"{1 / c:.1%}".replace(".0%", "%") if len(classes) == 1 else "1/C"
+        c = self.num_classes
+        chance = f"{1 / c:.1%}".replace(".0%", "%") if c else "1/C"
         return (["### Memorization at the end (% of the corrupted training examples predicted as their wrong "
                  "label): inference mode / training mode (no-memorization level)", "",
                  f"Random predictions would give {chance}; a model that memorized nothing and spread its errors on "
                  "the corrupted examples evenly over the other classes would give the level in brackets, "
-                 f"(1 − corrected) / {c - 1 if len(classes) == 1 else '(C − 1)'}.", ""]
+                 f"(1 − corrected) / {c - 1 if c else '(C − 1)'}.", ""]
                 + method_by_rate(g, rates, memorization_cell(g)) + [""])
 
     def best_epoch_section(self) -> list[str]:
