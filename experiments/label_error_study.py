@@ -169,7 +169,7 @@ def main(argv=None) -> int:
     if args.readme:
         from experiments import report
 
-        if not report.update_readme(args.output_dir):
+        if not report.update_readme(args.output_dir, kind="labelerrors"):
             print(f"error: README.md has no block <!-- labelerrors:begin {args.output_dir} -->", file=sys.stderr)
             return 2
     return 0

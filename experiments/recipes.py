@@ -183,7 +183,7 @@ def main(argv=None) -> int:
     if readme:
         from experiments import report
 
-        if not report.update_readme(argv[0]):
+        if not report.update_readme(argv[0], kind="recipes"):
             print(f"error: README.md has no block <!-- recipes:begin {argv[0]} -->", file=sys.stderr)
             return 2
     return 0

@@ -261,15 +261,15 @@ def write_report(experiment_dir) -> Path:
 
 
 # A generated README block: <!-- report:begin DIR --> (an experiment's tables), <!-- recipes:begin DIR -->
-# (the recipe search's table) or <!-- labelerrors:begin DIR --> (the label-error study's table), closed by
-# the same marker with "end".
-BLOCK = re.compile(r"(<!-- (?P<kind>report|recipes|labelerrors):begin (?P<dir>\S+) -->\n)(?P<body>.*?)"
+# (the recipe search's table), <!-- labelerrors:begin DIR --> (the label-error study's table) or
+# <!-- remedies:begin DIR --> (accuracy and cost of every method), closed by the same marker with "end".
+BLOCK = re.compile(r"(<!-- (?P<kind>report|recipes|labelerrors|remedies):begin (?P<dir>\S+) -->\n)(?P<body>.*?)"
                    r"(<!-- (?P=kind):end (?P=dir) -->)", re.S)
 
 
-def readme_blocks(text: str) -> dict[str, tuple[str, str]]:
-    """{results folder: (kind, block text)} for every generated block of a README."""
-    return {m.group("dir"): (m.group("kind"), m.group("body")) for m in BLOCK.finditer(text)}
+def readme_blocks(text: str) -> dict[tuple[str, str], str]:
+    """{(kind, results folder): block text} for every generated block of a README."""
+    return {(m.group("kind"), m.group("dir")): m.group("body") for m in BLOCK.finditer(text)}
 
 
 def generate_block(kind: str, directory: Path, name: str) -> str:
@@ -283,15 +283,20 @@ def generate_block(kind: str, directory: Path, name: str) -> str:
         from experiments import label_error_study
 
         return label_error_study.readme_block(directory, name)
+    if kind == "remedies":
+        from experiments import remedies
+
+        return remedies.readme_block(directory, name)
     return tables.readme_block(directory, name)
 
 
-def update_readme(experiment_dir, readme: Path = README) -> bool:
-    """Replaces the README block of ``experiment_dir`` with what its files give; False if it has none."""
+def update_readme(experiment_dir, readme: Path = README, kind: str | None = None) -> bool:
+    """Rewrites every README block of ``experiment_dir`` from what its files give; False if it has none
+    (of ``kind``, when given)."""
     readme = Path(readme)
     key = Path(experiment_dir).as_posix().rstrip("/")
     text = readme.read_text()
-    if key not in readme_blocks(text):
+    if not any(d == key and kind in (None, k) for k, d in readme_blocks(text)):
         return False
 
     def replace(match):
@@ -313,7 +318,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     try:
         write_report(args.experiment_dir)
-        if args.readme and not update_readme(args.experiment_dir):
+        if args.readme and not update_readme(args.experiment_dir, kind="report"):
             print(f"error: README.md has no block <!-- report:begin {args.experiment_dir} -->", file=sys.stderr)
             return 2
     except (FileNotFoundError, ValueError) as error:

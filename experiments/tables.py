@@ -174,7 +174,7 @@ class ExperimentTables:
         if any(f.get("per_task_f1") for f in finals):
             raise ValueError(f"{directory} holds multi-label runs: use python -m experiments.table1 {directory}")
         for f in finals:
-            f.setdefault("train_examples", _train_examples(f))
+            f.setdefault("train_examples", train_examples(f))
         synthetic = collections.defaultdict(lambda: collections.defaultdict(list))
         human = collections.defaultdict(lambda: collections.defaultdict(list))
         for f in finals:
@@ -325,19 +325,20 @@ class ExperimentTables:
                   + self.human_section())
         wall = [f["wall_seconds"] for f in self.finals if f.get("wall_seconds")]
         if wall:
-            lines += [f"Wall time per run: median {_median(wall) / 60:.1f} min, max {max(wall) / 60:.1f} min.", ""]
+            lines += [f"Wall time per run: median {median(wall) / 60:.1f} min, max {max(wall) / 60:.1f} min.", ""]
         if figures:
             lines += ["## Figures", ""] + [f"![{name}]({name})" for name in figures] + [""]
         return "\n".join(lines)
 
 
-def _median(values):
+def median(values):
     values = sorted(values)
     mid = len(values) // 2
     return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
 
 
-def _train_examples(final: Mapping):
+def train_examples(final: Mapping):
+    """A run's training-set size, from its provenance.json; None when it has none."""
     provenance = Path(final["run_dir"]) / results.PROVENANCE
     if provenance.exists():
         data = results.read_json(provenance).get("data", {})

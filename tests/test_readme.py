@@ -14,16 +14,18 @@ from experiments import report
 ROOT = Path(__file__).resolve().parents[1]
 TEXT = (ROOT / "README.md").read_text()
 BLOCKS = report.readme_blocks(TEXT)
-COMMANDS = {"report": "report", "recipes": "recipes", "labelerrors": "label_error_study EXPERIMENT --output_dir="}
+COMMANDS = {"report": "report", "recipes": "recipes", "labelerrors": "label_error_study EXPERIMENT --output_dir=",
+            "remedies": "remedies"}
 
 
 def test_readme_has_generated_blocks():
-    assert {"results/cpu_cifar10", "results/cpu_cifar10n", "results/recipe_search"} <= set(BLOCKS)
+    assert {("report", "results/cpu_cifar10"), ("report", "results/cpu_cifar10n"), ("recipes", "results/recipe_search"),
+            ("remedies", "results/recipe_search/recipe_n20k_e20_none")} <= set(BLOCKS)
 
 
-@pytest.mark.parametrize("directory", sorted(BLOCKS))
-def test_readme_block_matches_the_committed_results(directory):
-    kind, body = BLOCKS[directory]
+@pytest.mark.parametrize("kind, directory", sorted(BLOCKS))
+def test_readme_block_matches_the_committed_results(kind, directory):
+    body = BLOCKS[(kind, directory)]
     expected = report.generate_block(kind, ROOT / directory, directory)
     assert body == expected, (f"README.md's block for {directory} differs from its committed files: run "
                               f"python -m experiments.{COMMANDS[kind]} {directory} --readme")
@@ -38,7 +40,7 @@ def test_every_figure_in_the_readme_exists():
 
 def test_a_changed_figure_is_caught(tmp_path):
     """The check bites: a README whose table says another number does not match."""
-    kind, body = BLOCKS["results/cpu_cifar10"]
+    kind, body = "report", BLOCKS[("report", "results/cpu_cifar10")]
     tampered = body.replace("| baseline |", "| baseline | 99.9 |", 1)
     assert tampered != report.generate_block(kind, ROOT / "results/cpu_cifar10", "results/cpu_cifar10")
 

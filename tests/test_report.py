@@ -140,8 +140,7 @@ def test_readme_block_is_rewritten_in_place(tmp_path):
     assert report.update_readme("results/exp", readme)
     text = readme.read_text()
     assert "stale" not in text and text.startswith("intro\n") and text.endswith("rest\n")
-    kind, body = report.readme_blocks(text)["results/exp"]
-    assert kind == "report"
+    body = report.readme_blocks(text)[("report", "results/exp")]
     assert "| quantization W4/A4 | +20.0 |" in body
     assert report.update_readme("results/other", readme) is False
 
