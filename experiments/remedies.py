@@ -25,7 +25,6 @@ experiment folder; ``--readme`` rewrites the README block ``<!-- remedies:begin 
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import math
 import sys
@@ -240,22 +239,10 @@ def write(experiment_dir) -> Path:
 
 
 def main(argv=None) -> int:
-    from experiments import report as report_module
+    from experiments import report
 
-    parser = argparse.ArgumentParser(prog="python -m experiments.remedies", description=__doc__.split("\n\n")[0])
-    parser.add_argument("experiment_dir", help="an experiment folder, e.g. results/recipe_search/recipe_n20k_e20_none")
-    parser.add_argument("--readme", action="store_true",
-                        help="also rewrite this folder's block in README.md (<!-- remedies:begin DIR -->)")
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    try:
-        write(args.experiment_dir)
-        if args.readme and not report_module.update_readme(args.experiment_dir, kind="remedies"):
-            print(f"error: README.md has no block <!-- remedies:begin {args.experiment_dir} -->", file=sys.stderr)
-            return 2
-    except (FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    return report.folder_command(argv, "python -m experiments.remedies", __doc__.split("\n\n")[0], "remedies", write,
+                                 "results/recipe_search/recipe_n20k_e20_none")
 
 
 if __name__ == "__main__":

@@ -310,21 +310,28 @@ def update_readme(experiment_dir, readme: Path = README, kind: str | None = None
     return True
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m experiments.report", description=__doc__.split("\n\n")[0])
-    parser.add_argument("experiment_dir", help="an experiment folder, e.g. results/cifar10_standard")
+def folder_command(argv, prog: str, description: str, kind: str, write, example: str) -> int:
+    """The command line of a writer of an experiment folder's files and of its README block ``kind``:
+    ``prog DIR [--readme]``; exit status 2 with a message for a bad folder or a missing block."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("experiment_dir", help=f"an experiment folder, e.g. {example}")
     parser.add_argument("--readme", action="store_true",
-                        help="also rewrite this folder's block in README.md (<!-- report:begin DIR -->)")
+                        help=f"also rewrite this folder's block in README.md (<!-- {kind}:begin DIR -->)")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        write_report(args.experiment_dir)
-        if args.readme and not update_readme(args.experiment_dir, kind="report"):
-            print(f"error: README.md has no block <!-- report:begin {args.experiment_dir} -->", file=sys.stderr)
+        write(args.experiment_dir)
+        if args.readme and not update_readme(args.experiment_dir, kind=kind):
+            print(f"error: README.md has no block <!-- {kind}:begin {args.experiment_dir} -->", file=sys.stderr)
             return 2
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0
+
+
+def main(argv=None) -> int:
+    return folder_command(argv, "python -m experiments.report", __doc__.split("\n\n")[0], "report", write_report,
+                          "results/cifar10_standard")
 
 
 if __name__ == "__main__":
