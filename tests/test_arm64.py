@@ -145,3 +145,22 @@ def test_a_side_that_hangs_is_a_clear_error(tmp_path):
     with pytest.raises(arm64.Arm64Error, match="did not finish within 1 s.*--eval_images"):
         arm64.run_side(sleeper, None, tmp_path / "m.tflite", tmp_path / "in.npy", tmp_path / "out.npy", "default",
                        timeout=1)
+
+
+def test_committed_reports_are_what_the_verification_readme_says():
+    """Each row of tflite_models/verification/README.md's arm64 table is its committed report's figures."""
+    import re
+
+    root = Path(__file__).resolve().parents[1] / "tflite_models" / "verification"
+    section = (root / "README.md").read_text().split("## arm64 against x86-64", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| `(arm64_[^`]+\.json)` \| `([^`]+)` \| [^|]+ \| ([\d,]+) \| ([\d.]+)% \| ([\d.]+)% \|$",
+                      section, re.M)
+    assert len(rows) >= 4
+    for report_name, model, images, agreement, identical in rows:
+        report = json.loads((root / report_name).read_text())
+        [entry] = report["models"]
+        assert report["passed"] and entry["passed"], report_name
+        assert Path(entry["model"]).name == model, report_name
+        assert report["images"] == entry["images"] == int(images.replace(",", "")), report_name
+        assert f"{100 * entry['top1_agreement']:g}" == agreement, report_name
+        assert f"{100 * entry['bit_identical_outputs']:g}" == identical, report_name
