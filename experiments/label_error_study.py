@@ -93,10 +93,7 @@ def _setting(row) -> str:
 
 
 def _cell(values) -> str:
-    mean, std, n = stats.mean_std(values)
-    if not n:
-        return "—"
-    return f"{mean:.3f}" if n == 1 else f"{mean:.3f} ± {std:.3f} (n={n})"
+    return tables.mean_text(stats.mean_std(values), 3)
 
 
 def table(rows: list[dict]) -> list[str]:

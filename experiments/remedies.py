@@ -136,11 +136,6 @@ def setting_rows(grouped: Mapping[str, Sequence[Mapping]]) -> tuple[list[Row], b
     return rows, unit is not None, pace
 
 
-def _mean_text(mean_std_n, digits=1) -> str:
-    mean, std, n = mean_std_n
-    return f"{mean:.{digits}f} ± {std:.{digits}f} (n={n})" if n > 1 else f"{mean:.{digits}f}"
-
-
 def setting_table(rows: Sequence[Row], relative: bool) -> list[str]:
     cost = "images processed, in baseline trainings" if relative else "images processed"
     lines = [f"| method | clean accuracy, % | vs baseline, points | vs W4/A4, points | memorized, % | trainings | "
@@ -148,7 +143,7 @@ def setting_table(rows: Sequence[Row], relative: bool) -> list[str]:
     for r in rows:
         versus = [r.versus[ref].text() if ref in r.versus else "—" for ref in REFERENCES]
         cost_text = f"{r.cost:.2f}" if relative else f"{r.cost:,.0f}"
-        lines.append(f"| {r.label} | {_mean_text(r.accuracy)} | {versus[0]} | {versus[1]} | "
+        lines.append(f"| {r.label} | {tables.mean_text(r.accuracy)} | {versus[0]} | {versus[1]} | "
                      f"{'—' if r.memorized is None else f'{r.memorized:.0f}'} | {r.trainings} | "
                      f"{cost_text} | {'—' if r.minutes is None else f'{r.minutes:.0f}'} |")
     return lines

@@ -80,11 +80,16 @@ def _percent(key):
     return lambda f: None if metric(f, key) is None else 100 * metric(f, key)
 
 
-def _cell(runs, key, digits=1) -> str:
-    mean, std, n = stats.mean_std([_percent(key)(f) for f in runs])
+def mean_text(mean_std_n: tuple[float, float, int], digits: int = 1) -> str:
+    """``35.0 ± 7.1 (n=2)`` from :func:`tfq_noise.stats.mean_std`'s result; one value: ``35.0``; none: ``—``."""
+    mean, std, n = mean_std_n
     if n == 0:
         return "—"
     return f"{mean:.{digits}f} ± {std:.{digits}f} (n={n})" if n > 1 else f"{mean:.{digits}f}"
+
+
+def _cell(runs, key, digits=1) -> str:
+    return mean_text(stats.mean_std([_percent(key)(f) for f in runs]), digits)
 
 
 class Rate(float):
