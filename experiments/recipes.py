@@ -46,7 +46,7 @@ def _baseline(finals, rate):
 
 def recipe_row(experiment_dir: Path) -> dict | None:
     """The search's figures for one recipe (None if it has no finished run)."""
-    finals = results.load_finals(experiment_dir)
+    finals, _ = results.main_precision(results.load_finals(experiment_dir))
     if not finals:
         return None
     config = results.read_json(Path(finals[0]["run_dir"]) / results.CONFIG)

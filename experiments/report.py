@@ -253,7 +253,7 @@ def write_report(experiment_dir) -> Path:
                             lambda *a: plot_memorization(*a, num_classes=num_classes))):
             if plot(human, histories, noise_type, experiment_dir / name):
                 figures.append(name)
-    results.write_csv(experiment_dir / "runs.csv", tables.runs_table(report.finals))
+    results.write_csv(experiment_dir / "runs.csv", tables.runs_table(report.finals + report.other_precision))
     path = experiment_dir / "summary.md"
     results.atomic_write_text(path, report.summary_markdown(figures))
     print(f"report: {len(report.finals)} runs → {path} and {len(figures)} figures", flush=True)
@@ -262,8 +262,9 @@ def write_report(experiment_dir) -> Path:
 
 # A generated README block: <!-- report:begin DIR --> (an experiment's tables), <!-- recipes:begin DIR -->
 # (the recipe search's table), <!-- labelerrors:begin DIR --> (the label-error study's table) or
-# <!-- remedies:begin DIR --> (accuracy and cost of every method), closed by the same marker with "end".
-BLOCK = re.compile(r"(<!-- (?P<kind>report|recipes|labelerrors|remedies):begin (?P<dir>\S+) -->\n)(?P<body>.*?)"
+# <!-- remedies:begin DIR --> (accuracy and cost of every method) or <!-- precision:begin DIR --> (float32
+# against bfloat16 twins), closed by the same marker with "end".
+BLOCK = re.compile(r"(<!-- (?P<kind>report|recipes|labelerrors|remedies|precision):begin (?P<dir>\S+) -->\n)(?P<body>.*?)"
                    r"(<!-- (?P=kind):end (?P=dir) -->)", re.S)
 
 
@@ -287,6 +288,10 @@ def generate_block(kind: str, directory: Path, name: str) -> str:
         from experiments import remedies
 
         return remedies.readme_block(directory, name)
+    if kind == "precision":
+        from experiments import precision
+
+        return precision.readme_block(directory, name)
     return tables.readme_block(directory, name)
 
 

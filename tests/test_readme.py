@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TEXT = (ROOT / "README.md").read_text()
 BLOCKS = report.readme_blocks(TEXT)
 COMMANDS = {"report": "report", "recipes": "recipes", "labelerrors": "label_error_study EXPERIMENT --output_dir=",
-            "remedies": "remedies"}
+            "remedies": "remedies", "precision": "precision"}
 
 
 def test_readme_has_generated_blocks():

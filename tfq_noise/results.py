@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import collections
 import csv
 import io
 import json
@@ -238,6 +239,29 @@ def load_finals(experiment_dir: Path) -> list[dict]:
         raise DamagedFile("damaged runs (re-run them with python -m experiments.run, which trains a damaged run "
                           "again, or remove them): " + "; ".join(damaged))
     return finals
+
+
+def run_precision(final: Mapping[str, Any]) -> str:
+    """A finished run's compute precision: its final.json's, else its config.json's (runs written before
+    final.json recorded it), else float32."""
+    if final.get("precision"):
+        return final["precision"]
+    config = Path(final["run_dir"]) / CONFIG if final.get("run_dir") else None
+    if config is not None and config.exists():
+        return read_json(config).get("precision", "float32")
+    return "float32"
+
+
+def main_precision(finals: Iterable[Mapping[str, Any]]) -> tuple[list, list]:
+    """(runs in the experiment's main precision, the others): float32 where any run is float32, else the
+    commonest. Tables compare methods within one precision; ``python -m experiments.precision`` compares
+    the precisions."""
+    finals = list(finals)
+    counts = collections.Counter(run_precision(f) for f in finals)
+    if not counts:
+        return [], []
+    main = "float32" if "float32" in counts else counts.most_common(1)[0][0]
+    return ([f for f in finals if run_precision(f) == main], [f for f in finals if run_precision(f) != main])
 
 
 LOCK = ".lock"

@@ -131,6 +131,7 @@ def _summary(config: RunConfig, history: list[dict], final_eval: dict, task, wal
         "dataset_kwargs": dict(config.dataset_kwargs),
         "model": config.model,
         "method": config.method,
+        "precision": config.precision,
         "noise_type": config.noise_type,
         "noise_rate": config.noise_rate,
         "seed": config.seed,
