@@ -34,7 +34,7 @@ SCORERS = ("cleanlab", "disagreement")
 
 
 def _finished_runs(experiment_dir: Path, wanted: set[str] | None) -> list[tuple[Path, dict]]:
-    """(run folder, final.json) of every finished run with predictions, in the experiment's main precision."""
+    """(run folder, final.json) of every finished run with predictions."""
     runs = []
     for run_dir in sorted(p for p in Path(experiment_dir).iterdir() if p.is_dir()):
         final_path = run_dir / results.FINAL
@@ -43,9 +43,9 @@ def _finished_runs(experiment_dir: Path, wanted: set[str] | None) -> list[tuple[
         final = results.read_json(final_path)
         if wanted is not None and final["method"] not in wanted:
             continue
-        runs.append((run_dir, {**final, "run_dir": str(run_dir)}))
-    main, _ = results.main_precision(final for _, final in runs)
-    return [(Path(final["run_dir"]), final) for final in main]
+        final["precision"] = results.run_precision({**final, "run_dir": str(run_dir)})
+        runs.append((run_dir, final))
+    return runs
 
 
 def score(run_dirs: list[Path], split: str) -> dict | None:

@@ -15,6 +15,8 @@ For every (method variant, noise setting) with runs in both precisions:
 * seconds per epoch, median over seeds, in each, with the CPU that ran it; their ratio only where both ran on
   the same CPU model (``python -m experiments.bench_train --mixed_bfloat16`` measures the speed in one run).
 
+The other tables show these runs as rows of their own ("baseline [bf16]"), paired with the float32 baseline.
+
 The rule (README, "bf16 only if it is harmless"): the other precision is harmless on a setting when the mean
 per-seed difference lies within the float32 seed spread, |mean| ≤ sample std. The verdict adopts it for the
 grid only when it is harmless on every setting measured and baseline and W4/A4 at s = 0 and 40% each have
@@ -130,13 +132,13 @@ class Comparison:
 
 def compare(report: tables.ExperimentTables) -> list[Comparison]:
     """One comparison per (variant, setting, other precision) that has a float32 twin."""
-    reference = collections.defaultdict(list)
+    reference, others = collections.defaultdict(list), collections.defaultdict(list)
     for f in report.finals:
+        label = tables.variant_label({**f, "precision": REFERENCE})  # the twins' common label
         if f["precision"] == REFERENCE:
-            reference[(tables.variant_label(f), _setting(f))].append(f)
-    others = collections.defaultdict(list)
-    for f in report.other_precision:
-        others[(tables.variant_label(f), _setting(f), f["precision"])].append(f)
+            reference[(label, _setting(f))].append(f)
+        else:
+            others[(label, _setting(f), f["precision"])].append(f)
     comparisons = []
     for (label, setting, precision), runs in sorted(others.items(), key=lambda kv: (kv[0][1], kv[0][0] != "baseline",
                                                                                      kv[0][0], kv[0][2])):

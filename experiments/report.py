@@ -253,7 +253,7 @@ def write_report(experiment_dir) -> Path:
                             lambda *a: plot_memorization(*a, num_classes=num_classes))):
             if plot(human, histories, noise_type, experiment_dir / name):
                 figures.append(name)
-    results.write_csv(experiment_dir / "runs.csv", tables.runs_table(report.finals + report.other_precision))
+    results.write_csv(experiment_dir / "runs.csv", tables.runs_table(report.finals))
     path = experiment_dir / "summary.md"
     results.atomic_write_text(path, report.summary_markdown(figures))
     print(f"report: {len(report.finals)} runs → {path} and {len(figures)} figures", flush=True)

@@ -29,8 +29,13 @@ PAPER_FIG2 = {0.0: (90.0, 91.0), 0.2: (83.0, 86.0), 0.4: (77.0, 82.0), 0.6: (62.
 NUM_CLASSES = 10
 
 
+# How a label marks a run computed in another precision than float32 ("baseline [bf16]").
+PRECISION_TAGS = {"mixed_bfloat16": "bf16"}
+
+
 def variant_label(final: Mapping) -> str:
-    """'quantization W4/A4', 'dropout (dropout_rate=0.3)', ... from a final.json."""
+    """'quantization W4/A4', 'dropout (dropout_rate=0.3)', 'baseline [bf16]', ... from a final.json (its
+    ``precision``: :meth:`ExperimentTables.load` fills it in for runs that predate the field)."""
     method, hp = final["method"], final.get("hparams", {})
     defaults = methods.default_hparams(method)
     changed = {k: v for k, v in hp.items() if defaults.get(k) != v}
@@ -40,11 +45,14 @@ def variant_label(final: Mapping) -> str:
         changed = {k: v for k, v in changed.items() if k not in ("weight_bits", "activation_bits")}
     if changed:
         label += " (" + ", ".join(f"{k}={v}" for k, v in sorted(changed.items())) + ")"
+    precision = final.get("precision", "float32")
+    if precision != "float32":
+        label += f" [{PRECISION_TAGS.get(precision, precision)}]"
     return label
 
 
 def is_default_variant(label: str) -> bool:
-    return "(" not in label and "W8/A8" not in label and "W2/" not in label and "W3/" not in label
+    return "(" not in label and "[" not in label and "W8/A8" not in label and "W2/" not in label and "W3/" not in label
 
 
 def ordered(grouped: Mapping) -> list[str]:
@@ -166,18 +174,17 @@ class ExperimentTables:
     """An experiment's finished runs, grouped by method variant and noise setting."""
 
     directory: Path
-    finals: list  # the runs in the experiment's main precision (results.main_precision)
+    finals: list
     synthetic: dict  # {label: {rate: [final]}}
     human: dict  # {label: {CIFAR-10N label set: [final]}}
-    other_precision: list = dataclasses.field(default_factory=list)  # runs set aside: experiments.precision
 
     @classmethod
     def load(cls, directory) -> "ExperimentTables":
         directory = Path(directory)
         if not directory.is_dir():
             raise FileNotFoundError(f"no experiment folder at {directory}")
-        finals, other = results.main_precision(results.load_finals(directory))
-        for f in finals + other:
+        finals = results.load_finals(directory)
+        for f in finals:
             f["precision"] = results.run_precision(f)
         if any(f.get("per_task_f1") for f in finals):
             raise ValueError(f"{directory} holds multi-label runs: use python -m experiments.table1 {directory}")
@@ -190,7 +197,7 @@ class ExperimentTables:
                 human[variant_label(f)][f["noise_type"]].append(f)
             else:
                 synthetic[variant_label(f)][f["noise_rate"]].append(f)
-        return cls(directory, finals, synthetic, human, other)
+        return cls(directory, finals, synthetic, human)
 
     @property
     def rates(self) -> list:
@@ -303,13 +310,15 @@ class ExperimentTables:
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
         return lines + [""]
 
-    def other_precision_note(self) -> list[str]:
-        if not self.other_precision:
+    def precision_note(self, name: str | None = None) -> list[str]:
+        """Which rows ran in another precision than float32, and the command that compares them with their twins."""
+        other = collections.Counter(f["precision"] for f in self.finals if f["precision"] != "float32")
+        if not other:
             return []
-        names = sorted({results.run_precision(f) for f in self.other_precision})
-        return [f"{len(self.other_precision)} runs in {', '.join(names)} are left out of these tables: "
-                f"`python -m experiments.precision {self.directory.as_posix()}` compares them with their "
-                f"{results.run_precision(self.finals[0])} twins.", ""]
+        tags = ", ".join(f"[{PRECISION_TAGS.get(p, p)}]: {n} runs in {p}" for p, n in sorted(other.items()))
+        return [f"Rows marked {tags}, paired with the float32 baseline like the others; "
+                f"`python -m experiments.precision {name or self.directory.as_posix()}` compares them with their "
+                "float32 twins.", ""]
 
     def adequacy_warning(self) -> str | None:
         """A plain warning when the runs are too short or too small for their figures to mean anything."""
@@ -338,7 +347,7 @@ class ExperimentTables:
             lines += [f"Data caveat: {c}" for c in caveats] + ([""] if caveats else [])
         lines += (self.accuracy_section() + self.paper_section() + self.memorization_section()
                   + self.best_epoch_section() + self.batchnorm_section() + self.last5_section()
-                  + self.human_section() + self.other_precision_note())
+                  + self.human_section() + self.precision_note())
         wall = [f["wall_seconds"] for f in self.finals if f.get("wall_seconds")]
         if wall:
             lines += [f"Wall time per run: median {median(wall) / 60:.1f} min, max {max(wall) / 60:.1f} min.", ""]
@@ -370,7 +379,7 @@ def readme_block(directory, name: str | None = None) -> str:
     lines = [f"Generated by `python -m experiments.report {name or Path(directory).as_posix()} --readme` from "
              f"{len(report.finals)} committed runs.", ""]
     lines += (report.accuracy_section() + report.paper_section() + report.memorization_section()
-              + report.human_section() + report.other_precision_note())
+              + report.human_section() + report.precision_note(name))
     return "\n".join(lines)
 
 

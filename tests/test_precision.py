@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from experiments import label_error_study, precision, recipes, remedies, report, tables
+from experiments import precision, recipes, remedies, report, tables
 from tfq_noise import methods, results
 
 
@@ -85,31 +85,36 @@ def test_speed_ratio_only_on_one_cpu_model(tmp_path):
     assert c.difference.mean == pytest.approx(0.0) and c.harmless is True  # zero spread, zero difference
 
 
-def test_other_tables_leave_the_bfloat16_runs_out(tmp_path):
-    exp = _experiment(tmp_path, bf16_baseline=(0.90, 0.90))  # bf16 twins that would move every mean
+def test_other_tables_show_bfloat16_runs_as_rows_of_their_own(tmp_path):
+    exp = _experiment(tmp_path, bf16_baseline=(0.90, 0.90))  # bf16 twins that would move the float32 means
     loaded = tables.ExperimentTables.load(exp)
-    assert len(loaded.finals) == 12 and len(loaded.other_precision) == 8
-    assert {f["precision"] for f in loaded.finals} == {"float32"}
+    assert len(loaded.finals) == 20
     assert [f["seed"] for f in loaded.synthetic["baseline"][0.4]] == [0, 1, 2]
+    assert [f["seed"] for f in loaded.synthetic["baseline [bf16]"][0.4]] == [0, 1]
+    # A precision read from final.json (seed 1) or, for older runs, from config.json (seed 0).
+    assert {f["precision"] for f in loaded.synthetic["baseline [bf16]"][0.4]} == {BF16}
     block = tables.readme_block(exp, "exp")
-    assert "8 runs in mixed_bfloat16 are left out" in block and "python -m experiments.precision" in block
-    assert "90.0" not in block
+    assert "| baseline | 40.0 ± 2.0 (n=3) | 40.0 ± 2.0 (n=3) |" in block
+    assert "| baseline [bf16] | 90.0 ± 0.0 (n=2) | 90.0 ± 0.0 (n=2) |" in block
+    assert "[bf16]: 8 runs in mixed_bfloat16" in block and "python -m experiments.precision exp" in block
+    assert not tables.is_default_variant("baseline [bf16]")
     [(_, grouped)] = [s for s in remedies._settings(loaded) if s[0] == "s = 40%"]
+    rows = {r.label: r for r in remedies.setting_rows(grouped)[0]}
+    assert rows["baseline [bf16]"].versus["baseline"].mean == pytest.approx(51.0)  # 90 − 40, 90 − 38
     assert len(grouped["baseline"]) == 3
     # The recipe search reads the float32 seed-0 baseline, not its bfloat16 twin.
     assert recipes.recipe_row(exp)["clean_accuracy"] == pytest.approx(0.40)
-    main = [final for _, final in label_error_study._finished_runs(exp, None)]
-    assert main == []  # no predictions.npz in these runs; the filter itself:
     kept, other = results.main_precision([{"precision": "float32"}, {"precision": BF16}, {"run_dir": str(exp / "bb0.4_0")}])
     assert kept == [{"precision": "float32"}] and len(other) == 2
 
 
-def test_an_all_bfloat16_experiment_is_its_own_main_precision(tmp_path):
+def test_an_all_bfloat16_experiment_has_no_twins(tmp_path):
     exp = tmp_path / "exp"
     _run(exp / "b0", "baseline", 0.4, 0, 0.4, precision_name=BF16)
     loaded = tables.ExperimentTables.load(exp)
-    assert len(loaded.finals) == 1 and not loaded.other_precision
+    assert list(loaded.synthetic) == ["baseline [bf16]"]
     assert precision.compare(loaded) == []
+    assert recipes.recipe_row(exp)["final"] == pytest.approx(0.4)  # the only precision is the main one
 
 
 def test_markdown_figure_readme_block_and_command(tmp_path, capsys):
