@@ -241,11 +241,9 @@ def write(experiment_dir) -> Path:
     """Writes ``precision.md`` and ``precision.png`` into the experiment folder; returns the summary's path."""
     directory = Path(experiment_dir)
     comparisons = compare(tables.ExperimentTables.load(directory))
-    lines = ["# float32 against mixed_bfloat16", ""] + markdown(comparisons)
-    if plot(comparisons, directory / FIGURE):
-        lines += ["", f"![bfloat16 minus float32, per seed]({FIGURE})"]
-    path = directory / SUMMARY
-    results.atomic_write_text(path, "\n".join(lines) + "\n")
+    drawn = plot(comparisons, directory / FIGURE)
+    path = results.write_markdown(directory / SUMMARY, "float32 against mixed_bfloat16", markdown(comparisons),
+                                  FIGURE if drawn else None, "bfloat16 minus float32, per seed")
     print(f"precision: {len(comparisons)} comparisons → {path}", flush=True)
     return path
 

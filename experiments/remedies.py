@@ -226,11 +226,9 @@ def write(experiment_dir) -> Path:
     directory = Path(experiment_dir)
     report = tables.ExperimentTables.load(directory)
     summary = summarize(report)
-    lines = ["# Remedies: accuracy and cost", ""] + markdown(summary)
-    if plot(summary, directory / FIGURE):
-        lines += ["", f"![accuracy against cost]({FIGURE})"]
-    path = directory / SUMMARY
-    results.atomic_write_text(path, "\n".join(lines) + "\n")
+    drawn = plot(summary, directory / FIGURE)
+    path = results.write_markdown(directory / SUMMARY, "Remedies: accuracy and cost", markdown(summary),
+                                  FIGURE if drawn else None, "accuracy against cost")
     print(f"remedies: {len(report.finals)} runs → {path}", flush=True)
     return path
 

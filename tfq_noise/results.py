@@ -87,6 +87,14 @@ def atomic_save_figure(fig, path: Path, **savefig_kwargs) -> None:
     atomic_write(path, lambda tmp: fig.savefig(tmp, **savefig_kwargs), suffix=Path(path).suffix)
 
 
+def write_markdown(path: Path, title: str, lines: Iterable[str], figure: str | None = None, alt: str = "") -> Path:
+    """A report's Markdown file, written atomically: ``# title``, the lines, and ``figure`` (a file name beside
+    it) when given; returns ``path``."""
+    text = [f"# {title}", "", *lines] + (["", f"![{alt}]({figure})"] if figure else [])
+    atomic_write_text(Path(path), "\n".join(text) + "\n")
+    return Path(path)
+
+
 def write_npz(path: Path, arrays: Mapping[str, Any]) -> None:
     """A compressed ``.npz`` of plain arrays, written atomically (read it with ``allow_pickle=False``)."""
     import numpy as np
