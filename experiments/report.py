@@ -200,28 +200,59 @@ def plot_memorization(grouped, histories, rate, path: Path, num_classes: int = 1
     return True
 
 
-def plot_robustness(grouped, path: Path) -> bool:
-    """Each non-default setting of a method against the method's default setting (Fig. 3), paired by seed."""
+def robustness_families(grouped) -> dict[str, tuple[str, list[str]]]:
+    """{method: (reference setting, its settings)} for every method run with several settings (Fig. 3). The
+    reference is the default setting, else the one that changes the fewest defaults (e.g. the standard
+    protocol's ``pruning (prune_criterion=bn_gamma)``); runs in another precision are not a setting."""
     families = collections.defaultdict(list)
     for label in grouped:
-        families[label.split(" ")[0]].append(label)
-    families = {m: ls for m, ls in families.items() if len(ls) > 1}
+        if "[" not in label:
+            families[label.split(" ")[0]].append(label)
+    return {m: (min(ls, key=lambda l: (not tables.is_default_variant(l), l.count("="), l)), sorted(ls))
+            for m, ls in families.items() if len(ls) > 1}
+
+
+def _setting_text(label: str, reference: str, method: str) -> str:
+    """What a setting changes against the reference: 'W8/A8', 'prune_ratio=0.25', 'W4/A4 (reference)'."""
+    def changes(l):
+        return [x for x in (l[l.find("(") + 1:l.rfind(")")] if "(" in l else "").split(", ") if x]
+
+    head = label.split(" (")[0].replace(method, "", 1).strip()
+    text = ", ".join([head] * bool(head) + [x for x in changes(label) if x not in changes(reference)])
+    return (f"{text} (reference)" if text else "reference") if label == reference else text
+
+
+def plot_robustness(grouped, path: Path) -> bool:
+    """Each setting of a method against the method's reference setting (Fig. 3), paired by seed: against s
+    where the settings ran at several rates, else one bar per setting at the one rate."""
+    families = robustness_families(grouped)
     if not families:
         return False
-    fig, axes = plt.subplots(1, len(families), figsize=(6 * len(families), 4.5), squeeze=False)
-    for ax, (method, labels) in zip(axes[0], sorted(families.items())):
-        reference = next((l for l in labels if tables.is_default_variant(l)), labels[0])
-        for label in sorted(labels):
-            rates = sorted(r for r in grouped[label] if r in grouped[reference])
-            gains = [stats.Paired.of(tables.paired(grouped[label][r], grouped[reference][r],
-                                                   lambda f: _points(f, "test_accuracy"))).mean for r in rates]
-            ax.plot(np.array(rates) * 100, gains, marker="o", label=label)
-        ax.axhline(0, color="gray", linewidth=0.8)
+    fig, axes = plt.subplots(1, len(families), figsize=(6 * len(families), 4.5), squeeze=False, layout="constrained")
+    for ax, (method, (reference, labels)) in zip(axes[0], sorted(families.items())):
+        common = {label: sorted(r for r in grouped[label] if r in grouped[reference]) for label in labels}
+        gains = {label: [stats.Paired.of(tables.paired(grouped[label][r], grouped[reference][r],
+                                                       lambda f: _points(f, "test_accuracy"))).mean for r in rates]
+                 for label, rates in common.items()}
+        rates = sorted({r for rs in common.values() for r in rs})
         ax.set_title(f"{method}: gain over {reference}", fontsize=10)
-        ax.set_xlabel("s (%)")
-        ax.set_ylabel("gain at the last epoch (points), paired by seed")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        if len(rates) > 1:  # the paper's layout: gain against s, one line per setting
+            for label in labels:
+                ax.plot(np.array(common[label]) * 100, gains[label], marker="o", label=label)
+            ax.axhline(0, color="gray", linewidth=0.8)
+            ax.set_xlabel("s (%)")
+            ax.set_ylabel("gain at the last epoch (points), paired by seed")
+            ax.legend(fontsize=7)
+            continue
+        shown = [label for label in labels if gains[label]]  # one rate: one bar per setting
+        ax.barh(range(len(shown)), [gains[label][0] for label in shown],
+                color=["0.6" if label == reference else "tab:blue" for label in shown])
+        ax.set_yticks(range(len(shown)), [_setting_text(label, reference, method) for label in shown], fontsize=7)
+        ax.invert_yaxis()
+        ax.axvline(0, color="gray", linewidth=0.8)
+        ax.set_xlabel(f"gain at the last epoch at {tables.rate_name(rates[0]) if rates else '?'} (points), "
+                      "paired by seed")
     _png(fig, path)
     return True
 

@@ -170,3 +170,25 @@ def test_runs_at_chance_are_called_meaningless(tmp_path):
     real = tmp_path / "real"
     _fake_run(real, "baseline", 0.4, 0, [0.3, 0.4, 0.35, 0.3, 0.3, 0.3])
     assert "mean anything" not in report.write_report(real).read_text()
+
+
+def test_fig3_at_one_rate_against_the_fewest_changes_setting(tmp_path):
+    """The standard protocol's Fig. 3: settings at s = 40% only, the pruning reference being BN-γ pruning at
+    the default ratio (no default variant exists), a bfloat16 run not counted as a setting."""
+    exp = tmp_path / "exp"
+    _fake_run(exp, "baseline", 0.4, 0, [0.4] * 6)
+    _fake_run(exp, "pruning", 0.4, 0, [0.45] * 6, {"prune_criterion": "bn_gamma"})
+    _fake_run(exp, "pruning", 0.4, 0, [0.5] * 6, {"prune_criterion": "bn_gamma", "prune_ratio": 0.25})
+    _fake_run(exp, "quantization", 0.4, 0, [0.6] * 6)
+    _fake_run(exp, "quantization", 0.4, 0, [0.55] * 6, {"weight_bits": 2, "activation_bits": 2})
+    _fake_run(exp, "baseline", 0.4, 1, [0.4] * 6)
+    config = exp / "symmetric-0.4__baseline__seed1" / results.CONFIG
+    results.write_json(config, {**results.read_json(config), "precision": "mixed_bfloat16"})
+    loaded = report.tables.ExperimentTables.load(exp)
+    families = report.robustness_families(loaded.synthetic)
+    assert families["pruning"] == ("pruning (prune_criterion=bn_gamma)",
+                                   ["pruning (prune_criterion=bn_gamma)", "pruning (prune_criterion=bn_gamma, prune_ratio=0.25)"])
+    assert families["quantization"][0] == "quantization W4/A4"
+    assert set(families) == {"pruning", "quantization"} and "baseline [bf16]" in loaded.synthetic
+    assert report.plot_robustness(loaded.synthetic, tmp_path / "fig3.png")
+    assert (tmp_path / "fig3.png").stat().st_size > 10_000

@@ -9,6 +9,7 @@ in this process with freshly parsed flags; nothing in it trains.
 
 from __future__ import annotations
 
+import collections
 import math
 import os
 import subprocess
@@ -380,3 +381,23 @@ def test_shard_partitions_and_checks_its_arguments():
     for index, count in ((3, 3), (-1, 3), (0, 0)):
         with pytest.raises(ValueError, match="shard_index"):
             grid.shard(items, index, count)
+
+
+def test_the_standard_fig3_flagfile_shares_the_standard_folder_and_runs_the_papers_settings():
+    standard = grid_for([f"--flagfile={REPO_ROOT / 'experiments' / 'configs' / 'cifar10_standard.flags'}"])
+    fig3 = grid_for([f"--flagfile={REPO_ROOT / 'experiments' / 'configs' / 'cifar10_standard_fig3.flags'}"])
+    assert {c.experiment for c in fig3} == {c.experiment for c in standard}
+    assert {c.noise_rate for c in fig3} == {0.4} and {c.seed for c in fig3} == {0}
+    by_method = collections.defaultdict(set)
+    for c in fig3:
+        hp = c.resolved_hparams
+        by_method[c.method].add({"quantization": lambda: (hp["weight_bits"], hp["activation_bits"]),
+                                 "pruning": lambda: (hp["prune_criterion"], hp["prune_ratio"]),
+                                 "dropout": lambda: (hp["dropout_rate"], hp["dropout_position"])}[c.method]())
+    assert by_method["quantization"] == {(2, 2), (3, 3), (4, 4), (8, 8)}
+    assert by_method["pruning"] == {("bn_gamma", r) for r in (0.25, 0.5, 0.75, 0.9)}
+    assert {r for r, _ in by_method["dropout"]} == {0.1, 0.3, 0.5} and len(by_method["dropout"]) == 5
+    # The default settings are the standard grid's own runs (same run names), so they are not run twice.
+    shared = {c.run_name for c in fig3} & {c.run_name for c in standard}
+    assert {"symmetric-0.40__quantization__seed0", "symmetric-0.40__pruning_prune_criterion-bngamma__seed0",
+            "symmetric-0.40__dropout__seed0"} <= shared
