@@ -212,7 +212,7 @@ def robustness_families(grouped) -> dict[str, tuple[str, list[str]]]:
             for m, ls in families.items() if len(ls) > 1}
 
 
-def _setting_text(label: str, reference: str, method: str) -> str:
+def _change_text(label: str, reference: str, method: str) -> str:
     """What a setting changes against the reference: 'W8/A8', 'prune_ratio=0.25', 'W4/A4 (reference)'."""
     def changes(l):
         return [x for x in (l[l.find("(") + 1:l.rfind(")")] if "(" in l else "").split(", ") if x]
@@ -248,7 +248,7 @@ def plot_robustness(grouped, path: Path) -> bool:
         shown = [label for label in labels if gains[label]]  # one rate: one bar per setting
         ax.barh(range(len(shown)), [gains[label][0] for label in shown],
                 color=["0.6" if label == reference else "tab:blue" for label in shown])
-        ax.set_yticks(range(len(shown)), [_setting_text(label, reference, method) for label in shown], fontsize=7)
+        ax.set_yticks(range(len(shown)), [_change_text(label, reference, method) for label in shown], fontsize=7)
         ax.invert_yaxis()
         ax.axvline(0, color="gray", linewidth=0.8)
         ax.set_xlabel(f"gain at the last epoch at {tables.rate_name(rates[0]) if rates else '?'} (points), "
