@@ -116,8 +116,9 @@ class Comparison:
 
     @property
     def harmless(self) -> bool | None:
-        """|mean difference| ≤ the float32 seed spread; None when the spread is unknown (one float32 seed)."""
-        if self.difference.n == 0 or self.reference.accuracy[2] < 2:
+        """|mean difference| ≤ the float32 seed spread; None until MIN_SEEDS seeds are paired and the spread is
+        known (two float32 seeds)."""
+        if self.difference.n < MIN_SEEDS or self.reference.accuracy[2] < 2:
             return None
         return abs(self.difference.mean) <= self.spread
 
@@ -161,12 +162,13 @@ def verdict(comparisons: Sequence[Comparison]) -> str:
         where = "; ".join(f"{c.label} at {_setting_name(c.setting)} ({c.difference.text()} points against a spread "
                           f"of {c.spread:.1f})" for c in harmful)
         return f"Verdict: {precision} is not harmless: outside the float32 seed spread for {where}. The grid keeps float32."
-    done = {(c.label, c.setting[1]) for c in comparisons
-            if c.setting[0] == "symmetric" and c.difference.n >= MIN_SEEDS and c.harmless}
+    done = {(c.label, c.setting[1]) for c in comparisons if c.setting[0] == "symmetric" and c.harmless}
     missing = [f"{label} at {tables.rate_name(rate)}" for label, rate in REQUIRED if (label, rate) not in done]
     if missing:
-        return (f"Verdict pending: {precision} is within the float32 seed spread wherever measured, but the rule needs "
-                f"{MIN_SEEDS} paired seeds with a known spread for: {', '.join(missing)}. The grid keeps float32.")
+        judged = ("is within the float32 seed spread wherever judged" if any(c.harmless for c in comparisons)
+                  else "is not judged anywhere yet")
+        return (f"Verdict pending: {precision} {judged}, but the rule needs "
+                f"{MIN_SEEDS} paired seeds and a known spread for: {', '.join(missing)}. The grid keeps float32.")
     return (f"Verdict: {precision} is harmless: within the float32 seed spread on all {len(comparisons)} settings "
             "measured; the grid may adopt it.")
 
@@ -195,8 +197,9 @@ def markdown(comparisons: Sequence[Comparison]) -> list[str]:
     return lines + ["", "Accuracy: clean test accuracy at the last epoch, mean ± sample std over seeds (float32: all "
                     "its seeds). Difference: per seed (same images, noise draw and initial weights), other − float32, "
                     "mean ± sample std and how many seeds gain. Harmless: |mean difference| ≤ the float32 seed "
-                    "spread. Seconds per epoch: median over seeds, with the CPU that ran them; a ratio only where "
-                    "both precisions ran on one CPU model.", "", verdict(comparisons)]
+                    f"spread, judged once {MIN_SEEDS} seeds are paired. Seconds per epoch: median over seeds, with the "
+                    "CPU that ran them; a ratio only where both precisions ran on one CPU model.", "",
+                    verdict(comparisons)]
 
 
 def readme_block(directory, name: str | None = None) -> str:

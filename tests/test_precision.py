@@ -70,7 +70,10 @@ def test_a_difference_beyond_the_spread_is_harmful_and_the_grid_keeps_float32(tm
 
 
 def test_the_verdict_waits_for_two_seeds_on_each_required_setting(tmp_path):
-    found = _comparisons(_experiment(tmp_path, bf16_baseline=(0.41,), bf16_quant=(0.60,), rates=(0.4,)))
+    # One paired seed, even 10 points off, is not judged yet.
+    found = _comparisons(_experiment(tmp_path, bf16_baseline=(0.41,), bf16_quant=(0.50,), rates=(0.4,)))
+    assert found[("quantization W4/A4", 0.4)].difference.mean == pytest.approx(-10.0)
+    assert found[("quantization W4/A4", 0.4)].harmless is None
     text = precision.verdict(list(found.values()))
     assert text.startswith("Verdict pending") and "baseline at s = 0%" in text and "baseline at s = 40%" in text
 
