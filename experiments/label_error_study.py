@@ -110,8 +110,8 @@ def table(rows: list[dict]) -> list[str]:
     for key in sorted(grouped):
         group = grouped[key]
         clean = [r["scorers"]["cleanlab"] for r in group]
-        flags = (f"{_mean(c['flagged'] for c in clean):,.0f}, {_mean(c['precision'] for c in clean):.3f}, "
-                 f"{_mean(c['recall'] for c in clean):.3f}, {_cell([c['f1'] for c in clean])}")
+        flags = (f"{_mean(c['flagged'] for c in clean):,.0f}, {_mean_text(c['precision'] for c in clean)}, "
+                 f"{_mean_text(c['recall'] for c in clean)}, {_cell([c['f1'] for c in clean])}")
         lines.append(f"| {_setting(group[0])} | {key[3]} | {key[4]} | {group[0]['trainings']} | "
                      f"{_mean(r['corrupted_rate'] for r in group):.1%} | {_cell([c['average_precision'] for c in clean])}"
                      f" | {flags} | {_cell([r['scorers']['disagreement']['f1'] for r in group])} |")
@@ -120,6 +120,12 @@ def table(rows: list[dict]) -> list[str]:
 
 def _mean(values) -> float:
     return stats.mean_std(list(values))[0]
+
+
+def _mean_text(values) -> str:
+    """The mean to 3 decimals; '—' where no seed has a value (no example flagged: no precision)."""
+    mean, _, n = stats.mean_std(list(values))
+    return f"{mean:.3f}" if n else "—"
 
 
 def readme_block(output_dir, name: str | None = None) -> str:

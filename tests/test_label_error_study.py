@@ -89,3 +89,13 @@ def test_the_committed_study_matches_its_runs():
     finished = {p.parent.name for p in experiment.glob(f"*/{results.FINAL}")
                 if (p.parent / results.PREDICTIONS).is_file() and "0.00" not in p.parent.name}
     assert {r["run"] for r in committed["rows"]} == finished, "run label_error_study again after adding runs"
+
+
+def test_a_run_that_flags_nothing_has_no_precision_not_nan():
+    row = {"noise_type": "symmetric", "noise_rate": 0.4, "variant": "baseline", "predictions": "single run, in-sample",
+           "trainings": 1, "corrupted_rate": 0.36,
+           "scorers": {"cleanlab": {"flagged": 0, "precision": None, "recall": 0.0, "f1": 0.0,
+                                    "average_precision": 0.58},
+                       "disagreement": {"f1": 0.035}}}
+    [line] = [l for l in label_error_study.table([row]) if l.startswith("| s = 40%")]
+    assert "| 0, —, 0.000, 0.000 |" in line and "nan" not in line
