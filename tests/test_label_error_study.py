@@ -97,5 +97,5 @@ def test_a_run_that_flags_nothing_has_no_precision_not_nan():
            "scorers": {"cleanlab": {"flagged": 0, "precision": None, "recall": 0.0, "f1": 0.0,
                                     "average_precision": 0.58},
                        "disagreement": {"f1": 0.035}}}
-    [line] = [l for l in label_error_study.table([row]) if l.startswith("| s = 40%")]
+    [line] = [l for l in study.table([row]) if l.startswith("| s = 40%")]
     assert "| 0, —, 0.000, 0.000 |" in line and "nan" not in line
