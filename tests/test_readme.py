@@ -64,3 +64,26 @@ def test_the_committed_runs_are_what_their_flagfile_runs(flagfile, committed):
     assert sorted(c.run_name for c in grid) == sorted(p.name for p in committed.iterdir() if p.is_dir())
     for config in grid:
         assert results.read_json(committed / config.run_name / results.CONFIG) == config.to_dict(), config.run_name
+
+
+def _remedies_gains(method: str) -> list[str]:
+    """The 'vs baseline' column of ``method``'s row at s = 0, 40 and 80% in the generated remedies block."""
+    body = BLOCKS[("remedies", "results/recipe_search/recipe_n20k_e20_none")]
+    gains = []
+    for rate in ("0%", "40%", "80%"):
+        section = body.split(f"#### s = {rate}\n", 1)[1].split("####", 1)[0]
+        row = next(line for line in section.splitlines() if line.startswith(f"| {method} |"))
+        gains.append(re.sub(r" \(\d+/\d+ > 0\)", "", row.split(" | ")[2]).replace("-", "−"))
+    return gains
+
+
+def test_the_headline_quotes_the_generated_gains():
+    """The summary at the top of the README restates the standard protocol's paired gains: it must say what
+    the generated block says, so a new seed that moves a figure fails here until the summary is updated."""
+    headline = TEXT.split("**What the evidence says so far**", 1)[1].split("\n## ", 1)[0]
+    headline = " ".join(headline.split())
+    w4a4 = _remedies_gains("quantization W4/A4")
+    assert all("±" in gain for gain in w4a4), w4a4
+    assert f"by {w4a4[0]}, {w4a4[1]} and {w4a4[2]} points" in headline, w4a4
+    w8a8 = _remedies_gains("quantization W8/A8")
+    assert f"gains {w8a8[0]}, {w8a8[1]} and {w8a8[2]}." in headline, w8a8
