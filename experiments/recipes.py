@@ -11,7 +11,8 @@ s = 40%. Per recipe this prints and writes ``recipes.md`` and ``recipes.png``:
   accuracy on the same training images) at the last epoch;
 * at s = 40%: the share of corrupted training examples predicted as their wrong label at the end
   (inference / training mode), the peak and final clean test accuracy and the drop between them;
-* minutes per run.
+* the cost: training images seen (images × epochs, comparable across machines) and wall minutes per run;
+* how many runs (of how many methods) the folder holds, so the table shows which recipe carries the grid.
 
 The rule: a recipe is *sound* when the s = 0 gap is ≤ 3 points (aim: accuracy ≥ 85%), and *over-fits*
 when, at s = 40%, ≥ 50% of the corrupted examples carry their wrong label at the end and the final
@@ -54,7 +55,11 @@ def recipe_row(experiment_dir: Path) -> dict | None:
     provenance = results.read_json(Path(finals[0]["run_dir"]) / results.PROVENANCE).get("data", {})
     row = {"recipe": experiment_dir.name, "train_examples": provenance.get("train_examples"),
            "epochs": config["epochs"], "augment": config.get("augment"),
-           "lr_schedule": config.get("lr_schedule", "constant"), "minutes": [], "seeds": sorted({f["seed"] for f in finals})}
+           "lr_schedule": config.get("lr_schedule", "constant"), "minutes": [], "seeds": sorted({f["seed"] for f in finals}),
+           "runs": len(finals), "methods": len({f["method"] for f in finals})}
+    row["images_seen"] = row["train_examples"] * row["epochs"] if row["train_examples"] else None
+    walls = [f["wall_seconds"] / 60 for f in finals if f["method"] == "baseline" and f.get("wall_seconds")]
+    row["baseline_minutes"] = (min(walls), max(walls), len(walls)) if walls else None
     if clean:
         row["clean_accuracy"] = clean["test_accuracy"]
         row["clean_gap"] = clean.get("last_mode_gap")
@@ -99,6 +104,30 @@ def choose(rows) -> tuple[dict | None, str]:
     return None, "No recipe has both its s = 0 and s = 40% runs finished yet: none can be chosen."
 
 
+def grid_note(rows, chosen) -> str:
+    """Which recipe carries the method grid (the folder with the most runs of methods other than the
+    baseline), and whether that is the rule's choice."""
+    grids = [r for r in rows if r.get("methods", 1) > 1]
+    if not grids:
+        return ""
+    grid = max(grids, key=lambda r: (r["runs"], r["methods"]))
+    size = f"{grid['runs']} runs of {grid['methods']} methods"
+    if chosen is grid:
+        return f"The method grid ({size}) runs on this recipe."
+    return (f"The method grid ({size}) runs on {grid['recipe']}, not on the rule's choice: its verdict speaks for "
+            f"{grid['recipe']}.")
+
+
+def _speed_note(rows) -> str:
+    spread = [(r["recipe"], *r["baseline_minutes"]) for r in rows
+              if r.get("baseline_minutes") and r["baseline_minutes"][2] > 1]
+    if not spread:
+        return ""
+    recipe, low, high, n = max(spread, key=lambda s: s[2] / max(s[1], 1e-9))
+    return (f" The {n} float baseline runs of {recipe} took {low:.0f} to {high:.0f} minutes each, across machines "
+            "and loads: compare recipes' cost by images seen.")
+
+
 def _pct(value, digits=1):
     return "—" if value is None else f"{100 * value:.{digits}f}"
 
@@ -109,22 +138,25 @@ def _yes(value):
 
 def markdown(rows) -> str:
     chosen, why = choose(rows)
-    lines = ["| recipe | train images | epochs | augment | s = 0: accuracy | s = 0: BN gap | s = 40%: memorized "
-             "(inference / training mode) | s = 40%: peak → final (drop) | minutes per run | sound | over-fits |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| recipe | train images | epochs | augment | images seen (M) | s = 0: accuracy | s = 0: BN gap | "
+             "s = 40%: memorized (inference / training mode) | s = 40%: peak → final (drop) | minutes per run | "
+             "sound | over-fits | runs here (methods) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         minutes = ", ".join(f"{m:.0f}" for m in r["minutes"]) or "—"
         memorized = f"{_pct(r.get('memorized'), 0)} / {_pct(r.get('trainmode_memorized'), 0)}"
         peak = (f"{_pct(r.get('peak'))} → {_pct(r.get('final'))} ({_pct(r.get('drop'))})"
                 if r.get("peak") is not None else "—")
         name = f"**{r['recipe']}**" if chosen is r else r["recipe"]
-        lines.append(f"| {name} | {r['train_examples'] or '—'} | {r['epochs']} | {r['augment']} | "
+        seen = "—" if r.get("images_seen") is None else f"{r['images_seen'] / 1e6:.2f}"
+        lines.append(f"| {name} | {r['train_examples'] or '—'} | {r['epochs']} | {r['augment']} | {seen} | "
                      f"{_pct(r.get('clean_accuracy'))} | {_pct(r.get('clean_gap'))} | {memorized} | {peak} | "
-                     f"{minutes} | {_yes(r['sound'])} | {_yes(r['overfits'])} |")
+                     f"{minutes} | {_yes(r['sound'])} | {_yes(r['overfits'])} | {r['runs']} ({r['methods']}) |")
     lines += ["", f"Float ResNet20 baseline, seed 0, Adam 1e-3 with the schedule of each run, batch 128. Accuracies in %, "
               "gaps and drops in points. Sound: BN gap ≤ 3 points at s = 0. Over-fits: at s = 40%, ≥ 50% of the "
-              "corrupted examples predicted as their wrong label at the end, and ≥ 5 points from peak to final.",
-              "", f"Choice: {why}", ""]
+              "corrupted examples predicted as their wrong label at the end, and ≥ 5 points from peak to final. "
+              "Minutes per run (s = 0, s = 40%) are wall-clock on whatever machine each run had." + _speed_note(rows),
+              "", " ".join(filter(None, [f"Choice: {why}", grid_note(rows, chosen)])), ""]
     return "\n".join(lines)
 
 
@@ -135,7 +167,8 @@ def plot(rows, path: Path) -> bool:
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     for r in points:
         ax.scatter(100 * r["memorized"], 100 * r["clean_accuracy"], s=40)
-        ax.annotate(f"{r['recipe']} ({sum(r['minutes']) / len(r['minutes']):.0f} min/run)",
+        seen = "" if r.get("images_seen") is None else f" ({r['images_seen'] / 1e6:.2f} M images seen)"
+        ax.annotate(f"{r['recipe']}{seen}",
                     (100 * r["memorized"], 100 * r["clean_accuracy"]), fontsize=7, xytext=(4, 4),
                     textcoords="offset points")
     ax.axvline(100 * MIN_MEMORIZED, color="gray", linestyle=":", label="over-fitting bound (50% memorized)")

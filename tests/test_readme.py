@@ -20,7 +20,8 @@ COMMANDS = {"report": "report", "recipes": "recipes", "labelerrors": "label_erro
 
 def test_readme_has_generated_blocks():
     assert {("report", "results/cpu_cifar10"), ("report", "results/cpu_cifar10n"), ("recipes", "results/recipe_search"),
-            ("remedies", "results/recipe_search/recipe_n20k_e20_none")} <= set(BLOCKS)
+            ("remedies", "results/recipe_search/recipe_n20k_e20_none"),
+            ("report", "results/recipe_search/recipe_n45k_e20_none")} <= set(BLOCKS)
 
 
 @pytest.mark.parametrize("kind, directory", sorted(BLOCKS))

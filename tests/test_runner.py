@@ -401,3 +401,20 @@ def test_the_standard_fig3_flagfile_shares_the_standard_folder_and_runs_the_pape
     shared = {c.run_name for c in fig3} & {c.run_name for c in standard}
     assert {"symmetric-0.40__quantization__seed0", "symmetric-0.40__pruning_prune_criterion-bngamma__seed0",
             "symmetric-0.40__dropout__seed0"} <= shared
+
+
+@pytest.mark.parametrize("flagfile", sorted(p.name for p in (REPO_ROOT / "experiments" / "configs").glob("*.flags")))
+def test_every_committed_flagfile_builds_its_grid(flagfile):
+    """A typo in a committed flagfile (an unknown flag, method, hyper-parameter or noise type) fails here, not
+    hours into a queue."""
+    configs = grid_for([f"--flagfile={REPO_ROOT / 'experiments' / 'configs' / flagfile}"])
+    assert configs and all(c.epochs > 0 and c.experiment for c in configs)
+
+
+def test_the_n45k_protocol_differs_from_the_standard_one_only_in_its_images_and_folder():
+    standard = grid_for([f"--flagfile={REPO_ROOT / 'experiments' / 'configs' / 'cifar10_standard.flags'}"])
+    n45k = grid_for([f"--flagfile={REPO_ROOT / 'experiments' / 'configs' / 'cifar10_standard_n45k.flags'}"])
+    assert {c.train_size for c in n45k} == {50000} and {c.experiment for c in n45k} == {"recipe_n45k_e20_none"}
+    assert {c.method for c in n45k} == {c.method for c in standard}
+    key = lambda c: (c.epochs, c.batch_size, c.learning_rate, c.lr_schedule, c.augment, c.validation_fraction)  # noqa: E731
+    assert {key(c) for c in n45k} == {key(c) for c in standard}
