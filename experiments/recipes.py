@@ -107,7 +107,7 @@ def choose(rows) -> tuple[dict | None, str]:
 def grid_note(rows, chosen) -> str:
     """Which recipe carries the method grid (the folder with the most runs of methods other than the
     baseline), and whether that is the rule's choice."""
-    grids = [r for r in rows if r.get("methods", 1) > 1]
+    grids = [r for r in rows if r["methods"] > 1]
     if not grids:
         return ""
     grid = max(grids, key=lambda r: (r["runs"], r["methods"]))
