@@ -9,7 +9,9 @@ are scored by :mod:`experiments.find_label_errors`' two scorers, ``cleanlab`` (c
 ``cleanlab.filter.find_label_issues``) and ``disagreement`` (1 − p(given label)), against the truth
 (given ≠ clean): precision, recall and F1 of the flagged set and the average precision (area under the
 precision–recall curve) of the ranking. A run of the ``cleanlab`` method also brings its K fold models'
-out-of-sample validation probabilities, assembled into one K-fold score of every training example.
+out-of-sample validation probabilities, assembled into one K-fold score of every training example. A run
+that trained on a filtered subset (``data_filter`` in its final.json, e.g. the cleanlab method's retraining)
+is scored by its folds only: its own predictions cover the examples it kept, not the training set.
 
 Writes ``study.json`` (one row per scored run or fold set) and ``study.md`` into ``--output_dir``, atomically;
 ``--readme`` rewrites README.md's block ``<!-- labelerrors:begin DIR -->`` from ``study.json``
@@ -72,7 +74,7 @@ def study(experiment_dir, methods: set[str] | None = None, print_fn=print) -> li
     """One row per run (in-sample, 1 training) and per cleanlab fold set (out-of-sample, K + 1 trainings)."""
     rows = []
     for run_dir, final in _finished_runs(Path(experiment_dir), methods):
-        sources = [("single run, in-sample", [run_dir], "train", 1)]
+        sources = [] if final.get("data_filter") else [("single run, in-sample", [run_dir], "train", 1)]
         folds = sorted((run_dir / "folds").glob("fold*")) if (run_dir / "folds").is_dir() else []
         if folds and all((f / results.PREDICTIONS).is_file() for f in folds):
             sources.append((f"{len(folds)}-fold, out-of-sample", folds, "val", len(folds) + 1))

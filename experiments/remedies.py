@@ -108,6 +108,7 @@ class Row:
     trainings: int
     cost: float  # images processed, in baseline trainings (mean over seeds), or in images if no baseline
     minutes: float | None  # median over seeds
+    filtered: bool = False  # trained on a filtered subset: memorized counts the corrupted examples it kept
 
 
 def _accuracy(final):
@@ -131,7 +132,8 @@ def setting_rows(grouped: Mapping[str, Sequence[Mapping]]) -> tuple[list[Row], b
         images = stats.mean_std([c.images for c in costs[label]])[0]
         rows.append(Row(label, stats.mean_std([_accuracy(f) for f in runs]), versus,
                         memorized[0] if memorized[2] else None, max(c.trainings for c in costs[label]),
-                        images / unit if unit else images, tables.median(minutes) if minutes else None))
+                        images / unit if unit else images, tables.median(minutes) if minutes else None,
+                        tables.filtered(runs)))
     rows.sort(key=lambda r: (r.label != "baseline", -r.accuracy[0]))
     return rows, unit is not None, pace
 
@@ -144,7 +146,8 @@ def setting_table(rows: Sequence[Row], relative: bool) -> list[str]:
         versus = [r.versus[ref].text() if ref in r.versus else "—" for ref in REFERENCES]
         cost_text = f"{r.cost:.2f}" if relative else f"{r.cost:,.0f}"
         lines.append(f"| {r.label} | {tables.mean_text(r.accuracy)} | {versus[0]} | {versus[1]} | "
-                     f"{'—' if r.memorized is None else f'{r.memorized:.0f}'} | {r.trainings} | "
+                     f"{'—' if r.memorized is None else f'{r.memorized:.0f}'}{tables.FILTERED_MARK if r.filtered else ''} | "
+                     f"{r.trainings} | "
                      f"{cost_text} | {'—' if r.minutes is None else f'{r.minutes:.0f}'} |")
     return lines
 
@@ -163,17 +166,19 @@ def summarize(report: tables.ExperimentTables) -> list[tuple]:
 
 
 def markdown(summary: Sequence[tuple]) -> list[str]:
-    lines, pace = [], []
+    lines, pace, note = [], [], NOTE
     for name, rows, relative, paces in summary:
         lines += [f"#### {name}", ""] + setting_table(rows, relative) + [""]
         pace += paces
     if not lines:
         return ["No finished runs."]
+    if any(r.filtered for _, rows, _, _ in summary for r in rows):
+        note += " " + tables.FILTERED_NOTE
     if len(pace) > 1:
-        return lines + [NOTE + f" Here one baseline training's worth of images took {min(pace):.0f} to "
+        return lines + [note + f" Here one baseline training's worth of images took {min(pace):.0f} to "
                         f"{max(pace):.0f} minutes across the {len(pace)} runs (machines and their sharing differed): "
                         "compare the methods' cost on images processed, not on minutes."]
-    return lines + [NOTE]
+    return lines + [note]
 
 
 def readme_block(directory, name: str | None = None) -> str:

@@ -138,6 +138,20 @@ def gain_cell(grouped, key="test_accuracy"):
     return cell
 
 
+FILTERED_MARK = "†"
+FILTERED_NOTE = ("† Over the corrupted examples the run kept: it dropped the examples it flagged (confident "
+                 "learning) before its final training, so the others were never its training labels.")
+
+
+def filtered(runs) -> bool:
+    """True if any of the runs trained on a filtered subset of the training set (``data_filter``)."""
+    return any(f.get("data_filter") for f in runs)
+
+
+def _any_filtered(grouped) -> bool:
+    return any(filtered(runs) for by_key in grouped.values() for runs in by_key.values())
+
+
 def memorization_cell(grouped):
     def cell(label, rate):
         runs = grouped[label].get(rate, [])
@@ -146,7 +160,9 @@ def memorization_cell(grouped):
             return "—"
         training, _, m = stats.mean_std([_percent("last_trainmode_memorized")(f) for f in runs])
         level, _, _ = stats.mean_std([_percent("no_memorization_level")(f) for f in runs])
-        return f"{inference:.0f} / {training:.0f} ({level:.0f})" if m else f"{inference:.0f} / — ({level:.0f})"
+        mark = FILTERED_MARK if filtered(runs) else ""
+        return (f"{inference:.0f} / {training:.0f} ({level:.0f}){mark}" if m
+                else f"{inference:.0f} / — ({level:.0f}){mark}")
     return cell
 
 
@@ -244,7 +260,8 @@ class ExperimentTables:
                  f"Random predictions would give {chance}; a model that memorized nothing and spread its errors on "
                  "the corrupted examples evenly over the other classes would give the level in brackets, "
                  f"(1 − corrected) / {c - 1 if c else '(C − 1)'}.", ""]
-                + method_by_rate(g, rates, memorization_cell(g)) + [""])
+                + method_by_rate(g, rates, memorization_cell(g)) + [""]
+                + ([FILTERED_NOTE, ""] if _any_filtered(g) else []))
 
     def best_epoch_section(self) -> list[str]:
         g, rates = self.synthetic, self.rates
@@ -308,7 +325,7 @@ class ExperimentTables:
                 gain = gain_cell(self.human)(label, t)
                 cells.append(f"{_cell(runs, 'test_accuracy')}; {gain}; {memorization_cell(self.human)(label, t)}")
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
-        return lines + [""]
+        return lines + [""] + ([FILTERED_NOTE, ""] if _any_filtered(self.human) else [])
 
     def precision_note(self, name: str | None = None) -> list[str]:
         """Which rows ran in another precision than float32, and the command that compares them with their twins."""

@@ -51,6 +51,27 @@ def test_runs_are_scored_against_their_wrong_labels(tmp_path):
             assert cleanlab["average_precision"] > 0.85
 
 
+@pytest.mark.filterwarnings("ignore:May not flag all label issues")  # 50 examples for 10 classes
+def test_a_filtered_run_is_scored_by_its_folds_only(tmp_path):
+    """The cleanlab method retrains on the examples it kept: its own predictions cover that subset (fewer wrong
+    labels), so only its K folds' out-of-sample predictions, over every training example, make a row."""
+    from tests.test_find_label_errors import _split
+
+    arrays, _ = synthetic()
+    run = tmp_path / "exp" / "symmetric-0.30__cleanlab__seed0"
+    kept = np.arange(100)  # 200 examples, 30% of them with wrong labels
+    write_run(run, {k: (v[kept] if k.startswith("train_") else v) for k, v in arrays.items()})
+    results.write_json(run / results.FINAL, dict(_final("cleanlab", 0), data_filter={"cleanlab": {"kept": 100}}))
+    parts = np.array_split(np.arange(200), 4)
+    for k in range(4):
+        (train,), (val,) = (_split(arrays, [np.concatenate([p for i, p in enumerate(parts) if i != k])]),
+                            _split(arrays, [parts[k]], prefix="val"))
+        write_run(run / "folds" / f"fold{k}", {**train, **val})
+    rows = study.study(tmp_path / "exp", print_fn=lambda *a: None)
+    assert [(r["predictions"], r["trainings"], r["examples"]) for r in rows] == [("4-fold, out-of-sample", 5, 200)]
+    assert rows[0]["corrupted_rate"] == pytest.approx(0.3)
+
+
 def test_the_table_and_the_readme_block_come_from_study_json(tmp_path):
     out = tmp_path / "study"
     study.write(_experiment(tmp_path), out, print_fn=lambda *a: None)

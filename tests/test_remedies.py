@@ -9,7 +9,7 @@ from tfq_noise import methods, results
 
 
 def _run(run_dir, method, rate, seed, accuracy, *, train_examples=1000, epochs=4, epoch_seconds=30.0,
-         trainings=None, memorized=0.5):
+         trainings=None, memorized=0.5, data_filter=None):
     results.write_csv(run_dir / results.HISTORY,
                       [{"epoch": e, "epoch_seconds": epoch_seconds, "test_accuracy": accuracy} for e in range(epochs)])
     results.write_json(run_dir / results.CONFIG, {"epochs": epochs})
@@ -19,6 +19,8 @@ def _run(run_dir, method, rate, seed, accuracy, *, train_examples=1000, epochs=4
              "test_accuracy": accuracy, "last_memorized": memorized}
     if trainings is not None:
         final["trainings"] = trainings
+    if data_filter is not None:
+        final["data_filter"] = data_filter
     results.write_json(run_dir / results.FINAL, final)
 
 
@@ -34,7 +36,7 @@ def _experiment(tmp_path):
     clean = exp / "c0"
     for k in range(5):
         _run(clean / "folds" / f"fold{k}", "baseline", 0.4, 0, 0.3, train_examples=800, epoch_seconds=20.0)
-    _run(clean, "cleanlab", 0.4, 0, 0.5, train_examples=900, trainings=6)
+    _run(clean, "cleanlab", 0.4, 0, 0.5, train_examples=900, trainings=6, data_filter={"cleanlab": {"kept": 900}})
     return exp
 
 
@@ -79,7 +81,9 @@ def test_markdown_figure_and_readme_block(tmp_path):
     summary = remedies.write(exp).read_text()
     assert (exp / remedies.FIGURE).stat().st_size > 10_000
     assert "| gce | 58.5 ± 4.9 (n=2) | +19.5 ± 6.4 (2/2 > 0) | -2.0 ± 4.2 (1/2 > 0) | 50 | 1 | 1.00 | 2 |" in summary
-    assert "| cleanlab | 50.0 | +10.0 | -10.0 | 50 | 6 | 4.90 | 9 |" in summary
+    # Its final training saw only the examples it kept: its memorized share is marked as over those.
+    assert "| cleanlab | 50.0 | +10.0 | -10.0 | 50† | 6 | 4.90 | 9 |" in summary
+    assert summary.count("†") == 2 and "† Over the corrupted examples the run kept" in summary
     assert "took 2 to 4 minutes across the 8 runs" in summary
 
     readme = tmp_path / "README.md"

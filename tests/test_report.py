@@ -192,3 +192,18 @@ def test_fig3_at_one_rate_against_the_fewest_changes_setting(tmp_path):
     assert set(families) == {"pruning", "quantization"} and "baseline [bf16]" in loaded.synthetic
     assert report.plot_robustness(loaded.synthetic, tmp_path / "fig3.png")
     assert (tmp_path / "fig3.png").stat().st_size > 10_000
+
+
+def test_a_filtered_run_marks_its_memorization_as_over_the_examples_it_kept(tmp_path):
+    """The cleanlab method drops the examples it flags before its final training: its memorized share counts the
+    corrupted examples it kept, and the tables say so beside the figure, not as if it fitted the whole set."""
+    exp = tmp_path / "exp"
+    _fake_run(exp, "baseline", 0.4, 0, [0.3, 0.4, 0.3])
+    _fake_run(exp, "cleanlab", 0.4, 0, [0.3, 0.4, 0.5])
+    final_path = exp / "symmetric-0.4__cleanlab__seed0" / results.FINAL
+    results.write_json(final_path, {**results.read_json(final_path), "data_filter": {"cleanlab": {"kept": 7}}})
+    memorization = _section(report.write_report(exp).read_text(), "### Memorization")
+    assert "| cleanlab | 14 / 24 (8)† |" in memorization and "| baseline | 14 / 24 (8) |" in memorization
+    assert "† Over the corrupted examples the run kept" in memorization
+    _fake_run(exp, "cleanlab", 0.4, 0, [0.3, 0.4, 0.5])  # the same run without the filter: no mark, no note
+    assert "†" not in report.write_report(exp).read_text()
