@@ -145,10 +145,10 @@ def setting_table(rows: Sequence[Row], relative: bool) -> list[str]:
     for r in rows:
         versus = [r.versus[ref].text() if ref in r.versus else "—" for ref in REFERENCES]
         cost_text = f"{r.cost:.2f}" if relative else f"{r.cost:,.0f}"
-        lines.append(f"| {r.label} | {tables.mean_text(r.accuracy)} | {versus[0]} | {versus[1]} | "
-                     f"{'—' if r.memorized is None else f'{r.memorized:.0f}'}{tables.FILTERED_MARK if r.filtered else ''} | "
-                     f"{r.trainings} | "
-                     f"{cost_text} | {'—' if r.minutes is None else f'{r.minutes:.0f}'} |")
+        memorized = "—" if r.memorized is None else f"{r.memorized:.0f}"
+        memorized += tables.FILTERED_MARK if r.filtered else ""
+        lines.append(f"| {r.label} | {tables.mean_text(r.accuracy)} | {versus[0]} | {versus[1]} | {memorized} | "
+                     f"{r.trainings} | {cost_text} | {'—' if r.minutes is None else f'{r.minutes:.0f}'} |")
     return lines
 
 

@@ -160,9 +160,8 @@ def memorization_cell(grouped):
             return "—"
         training, _, m = stats.mean_std([_percent("last_trainmode_memorized")(f) for f in runs])
         level, _, _ = stats.mean_std([_percent("no_memorization_level")(f) for f in runs])
-        mark = FILTERED_MARK if filtered(runs) else ""
-        return (f"{inference:.0f} / {training:.0f} ({level:.0f}){mark}" if m
-                else f"{inference:.0f} / — ({level:.0f}){mark}")
+        training_text = f"{training:.0f}" if m else "—"
+        return f"{inference:.0f} / {training_text} ({level:.0f}){FILTERED_MARK if filtered(runs) else ''}"
     return cell
 
 
