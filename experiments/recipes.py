@@ -106,7 +106,8 @@ def choose(rows) -> tuple[dict | None, str]:
 
 def grid_note(rows, chosen) -> str:
     """Which recipe carries the method grid (the folder with the most runs of methods other than the
-    baseline), and whether that is the rule's choice."""
+    baseline), and whether that is the rule's choice; when the rule's choice holds a grid of its own but a
+    smaller one, both are named."""
     grids = [r for r in rows if r["methods"] > 1]
     if not grids:
         return ""
@@ -114,6 +115,10 @@ def grid_note(rows, chosen) -> str:
     size = f"{grid['runs']} runs of {grid['methods']} methods"
     if chosen is grid:
         return f"The method grid ({size}) runs on this recipe."
+    if chosen is not None and chosen["methods"] > 1:
+        return (f"The method grid runs on two recipes: {chosen['recipe']}, the rule's choice "
+                f"({chosen['runs']} runs of {chosen['methods']} methods), and {grid['recipe']} ({size}); each "
+                "verdict speaks for the recipe whose runs it quotes.")
     return (f"The method grid ({size}) runs on {grid['recipe']}, not on the rule's choice: its verdict speaks for "
             f"{grid['recipe']}.")
 

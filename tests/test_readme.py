@@ -21,7 +21,8 @@ COMMANDS = {"report": "report", "recipes": "recipes", "labelerrors": "label_erro
 def test_readme_has_generated_blocks():
     assert {("report", "results/cpu_cifar10"), ("report", "results/cpu_cifar10n"), ("recipes", "results/recipe_search"),
             ("remedies", "results/recipe_search/recipe_n20k_e20_none"),
-            ("report", "results/recipe_search/recipe_n45k_e20_none")} <= set(BLOCKS)
+            ("report", "results/recipe_search/recipe_n45k_e20_none"),
+            ("remedies", "results/recipe_search/recipe_n45k_e20_none")} <= set(BLOCKS)
 
 
 @pytest.mark.parametrize("kind, directory", sorted(BLOCKS))
@@ -67,9 +68,13 @@ def test_the_committed_runs_are_what_their_flagfile_runs(flagfile, committed):
         assert results.read_json(committed / config.run_name / results.CONFIG) == config.to_dict(), config.run_name
 
 
+STANDARD = "results/recipe_search/recipe_n45k_e20_none"  # the standard protocol (README, "The standard protocol")
+
+
 def _remedies_gains(method: str) -> list[str]:
-    """The 'vs baseline' column of ``method``'s row at s = 0, 40 and 80% in the generated remedies block."""
-    body = BLOCKS[("remedies", "results/recipe_search/recipe_n20k_e20_none")]
+    """The 'vs baseline' column of ``method``'s row at s = 0, 40 and 80% in the standard protocol's generated
+    remedies block."""
+    body = BLOCKS[("remedies", STANDARD)]
     gains = []
     for rate in ("0%", "40%", "80%"):
         section = body.split(f"#### s = {rate}\n", 1)[1].split("####", 1)[0]
@@ -88,3 +93,7 @@ def test_the_headline_quotes_the_generated_gains():
     assert f"by {w4a4[0]}, {w4a4[1]} and {w4a4[2]} points" in headline, w4a4
     w8a8 = _remedies_gains("quantization W8/A8")
     assert f"gains {w8a8[0]}, {w8a8[1]} and {w8a8[2]}." in headline, w8a8
+    # The closest generic remedies it names (early stopping at s = 40%, structured pruning at s = 80%).
+    stopping, pruning = _remedies_gains("early_stopping")[1], _remedies_gains("pruning (prune_criterion=bn_gamma)")[2]
+    assert f"early stopping at s = 40% ({stopping})" in headline, stopping
+    assert f"pruning at s = 80% ({pruning})" in headline, pruning

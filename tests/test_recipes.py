@@ -82,6 +82,11 @@ def test_the_table_says_which_recipe_carries_the_grid_and_how_its_run_times_vary
             "for a_grid.") in text
     assert "| 135, 15 | yes | yes | 4 (2) |" in text
     assert "The 2 float baseline runs of a_grid took 15 to 135 minutes each" in text
+    # When the chosen recipe holds a smaller grid of its own, the note names both.
+    _run(search / "b_big" / "q0", method="quantization", rate=0.4, seed=0, accuracy=0.6)
+    assert ("The method grid runs on two recipes: b_big, the rule's choice (3 runs of 2 methods), and a_grid "
+            "(4 runs of 2 methods); each verdict speaks for the recipe whose runs it quotes.") in recipes.markdown(
+        recipes.search_rows(search))
     # When the grid sits on the chosen recipe, the note says so.
     for seed in range(3):
         _run(search / "b_big" / f"q{seed}", method="quantization", rate=0.4, seed=seed, accuracy=0.6)

@@ -384,7 +384,7 @@ def test_shard_partitions_and_checks_its_arguments():
 
 
 def test_the_standard_fig3_flagfile_shares_the_standard_folder_and_runs_the_papers_settings():
-    standard = grid_for([f"--flagfile={REPO_ROOT / 'experiments' / 'configs' / 'cifar10_standard.flags'}"])
+    standard = grid_for([f"--flagfile={REPO_ROOT / 'experiments' / 'configs' / 'cifar10_standard_n45k.flags'}"])
     fig3 = grid_for([f"--flagfile={REPO_ROOT / 'experiments' / 'configs' / 'cifar10_standard_fig3.flags'}"])
     assert {c.experiment for c in fig3} == {c.experiment for c in standard}
     assert {c.noise_rate for c in fig3} == {0.4} and {c.seed for c in fig3} == {0}
