@@ -235,7 +235,8 @@ def plot(comparisons: Sequence[Comparison], path: Path) -> bool:
                  fontsize=10)
     ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize=8)
-    results.atomic_save_figure(fig, path, dpi=120, bbox_inches="tight")
+    results.atomic_save_figure(fig, path, inputs=[Path(path).parent], dpi=120, bbox_inches="tight",
+                               command=f"python -m experiments.precision {Path(path).parent.as_posix()}")
     plt.close(fig)
     return True
 

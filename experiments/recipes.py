@@ -183,7 +183,8 @@ def plot(rows, path: Path) -> bool:
     ax.set_title("Recipe search: a sound, accurate baseline that still over-fits", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    results.atomic_save_figure(fig, path, dpi=120, bbox_inches="tight")
+    results.atomic_save_figure(fig, path, inputs=[Path(path).parent], dpi=120, bbox_inches="tight",
+                               command=f"python -m experiments.recipes {Path(path).parent.as_posix()}")
     plt.close(fig)
     return True
 

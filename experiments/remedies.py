@@ -221,7 +221,8 @@ def plot(summary: Sequence[tuple], path: Path) -> bool:
         ax.set_title(name)
         ax.grid(alpha=0.3)
     fig.suptitle("Accuracy against training cost (square: with W4/A4 QAT; bars: sample std over seeds)")
-    results.atomic_save_figure(fig, path, dpi=120, bbox_inches="tight")
+    results.atomic_save_figure(fig, path, inputs=[Path(path).parent], dpi=120, bbox_inches="tight",
+                               command=f"python -m experiments.remedies {Path(path).parent.as_posix()}")
     plt.close(fig)
     return True
 

@@ -48,7 +48,8 @@ FIGURE_METRICS = (("test_accuracy", "last epoch"), ("best_test_accuracy", "best 
 
 
 def _png(fig, path: Path) -> None:
-    results.atomic_save_figure(fig, path, dpi=120, bbox_inches="tight")
+    results.atomic_save_figure(fig, path, inputs=[Path(path).parent], dpi=120, bbox_inches="tight",
+                               command=f"python -m experiments.report {Path(path).parent.as_posix()}")
     plt.close(fig)
 
 
@@ -172,20 +173,30 @@ def plot_memorization(grouped, histories, rate, path: Path, num_classes: int = 1
         return False
     fig, axes = plt.subplots(1, 3, figsize=(18, 4.8))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    training_mode = False
+    training_mode = selected = False
     for i, label in enumerate(labels):
-        h = histories[_first_seed(grouped[label][rate])["run_dir"]]
+        final = _first_seed(grouped[label][rate])
+        h = histories[final["run_dir"]]
         epochs = [r["epoch"] + 1 for r in h]
         style = dict(linewidth=2.5 if "quantization" in label else 1.2, color=colors[i % len(colors)])
+        # a run that keeps an earlier epoch's model (early stopping): a star there, as its curve may lie
+        # under the baseline's (same schedule and seed until it stops)
+        kept = [r for r in h[:-1] if r["epoch"] == final.get("selected_epoch")]
         for ax, key in zip(axes, ("memorized", "corrected", "test_accuracy")):
             if all(key in r for r in h):
                 ax.plot(epochs, [100 * r[key] for r in h], label=label, **style)
+                if kept:
+                    ax.plot(kept[0]["epoch"] + 1, 100 * kept[0][key], "*", ms=11, mec="k", mew=0.5,
+                            color=style["color"])
+                    selected = True
         if h and all(r.get("trainmode_memorized") is not None for r in h):
             axes[0].plot(epochs, [100 * r["trainmode_memorized"] for r in h], linestyle="--", **style)
             training_mode = True
     axes[0].axhline(100 / num_classes, color="gray", linestyle=":", label=f"random prediction ({100 / num_classes:.3g}%)")
     if training_mode:
         axes[0].plot([], [], color="gray", linestyle="--", label="training mode (dashed)")
+    if selected:
+        axes[0].plot([], [], "*", color="gray", ms=9, linestyle="none", label="epoch whose model is kept")
     titles = ("Corrupted examples predicted as their wrong label", "Corrupted examples predicted as their true label",
               "Clean test accuracy")
     for ax, title in zip(axes, titles):

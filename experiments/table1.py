@@ -322,7 +322,7 @@ def to_markdown(table: Mapping) -> str:
 # --------------------------------------------------------------------- figure
 
 
-def save_figure(table: Mapping, path: Path) -> None:
+def save_figure(table: Mapping, path: Path, inputs: Sequence[Path] | None = None, command: str | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -382,7 +382,7 @@ def save_figure(table: Mapping, path: Path) -> None:
     for yi, (m, r) in enumerate(zip(avg, right)):
         ax_bar.text(r + 0.3 * pad, yi, f"{m:.1f}", va="center", fontsize=8, fontweight="bold")
     fig.suptitle(f"Table 1 layout — {', '.join(table['datasets'])}", fontsize=11)
-    results.atomic_save_figure(fig, Path(path), dpi=130)
+    results.atomic_save_figure(fig, Path(path), inputs=inputs, command=command, dpi=130)
     plt.close(fig)
 
 
@@ -434,7 +434,8 @@ def side_by_side_markdown(tables: Sequence[Mapping]) -> str:
     return "\n".join(lines + [""])
 
 
-def save_side_by_side_figure(tables: Sequence[Mapping], path: Path) -> None:
+def save_side_by_side_figure(tables: Sequence[Mapping], path: Path, inputs: Sequence[Path] | None = None,
+                             command: str | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -466,7 +467,7 @@ def save_side_by_side_figure(tables: Sequence[Mapping], path: Path) -> None:
         ax.grid(axis="x", alpha=0.3)
     ax_avg.legend(fontsize=8, loc="lower left", bbox_to_anchor=(0.0, 1.0), frameon=False, ncol=len(tables))
     fig.suptitle("Average F1 by data setting", fontsize=11)
-    results.atomic_save_figure(fig, Path(path), dpi=130)
+    results.atomic_save_figure(fig, Path(path), inputs=inputs, command=command, dpi=130)
     plt.close(fig)
 
 
@@ -477,7 +478,8 @@ def write_side_by_side(directories: Sequence[Path], out: Path, methods: Sequence
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     results.atomic_write_text(out / "table1_side_by_side.md", side_by_side_markdown(tables))
-    save_side_by_side_figure(tables, out / "table1_side_by_side.png")
+    save_side_by_side_figure(tables, out / "table1_side_by_side.png", directories,
+                             _command(directories, methods, seeds, f"--side_by_side --out={out.as_posix()}"))
     return tables
 
 
@@ -494,8 +496,16 @@ def write_table1(directories: Sequence[Path], out: Path | None = None,
     table = build_table(directories, methods, seeds)
     out = Path(out) if out is not None else Path(directories[0])
     results.atomic_write_text(out / "table1.md", to_markdown(table))
-    save_figure(table, out / "table1.png")
+    save_figure(table, out / "table1.png", directories,
+                _command(directories, methods, seeds, "" if out == Path(directories[0]) else f"--out={out.as_posix()}"))
     return table
+
+
+def _command(directories: Sequence[Path], methods: Sequence[str], seeds: Sequence[int], extra: str) -> str:
+    """The command line that redraws a figure (recorded in it)."""
+    parts = ["python -m experiments.table1", *(Path(d).as_posix() for d in directories)]
+    parts += [f"--methods={','.join(methods)}"] * bool(methods) + [f"--seeds={','.join(map(str, seeds))}"] * bool(seeds)
+    return " ".join(parts + [extra] * bool(extra))
 
 
 def _comma_list(text: str) -> list[str]:

@@ -433,6 +433,11 @@ def test_table1_on_fake_runs(tmp_path):
     assert "| Quantization | 75.0 ± 7.1 | +5.0 ± 7.1 (1/2 > 0) | 2 | 90.0 | +5.0 | 1 |" in text
     assert "| Quantization [heads W2/A4] | 15.0 | -45.0 | 1 | – | – | 0 |" in text
     assert (out / "table1_side_by_side.png").read_bytes()[:4] == b"\x89PNG"
+    source = results.figure_source(out / "table1_side_by_side.png")  # it names what redraws it
+    assert source["inputs"] == ["../exp", "../k3"] and source["command"] == (
+        f"python -m experiments.table1 {exp.as_posix()} {k3.as_posix()} "
+        f"--methods=early_stopping,quantization+early_stopping --side_by_side --out={out.as_posix()}")
+    assert results.stale_figure(out / "table1_side_by_side.png") is None
 
     # Two data settings (k = 1 and k = 3) in one folder are refused, not averaged together.
     _fake_run(exp, "weight_decay+early_stopping", 0, {"neutral": 0.5, "happiness": 0.5},

@@ -1,6 +1,7 @@
 """README.md's result tables are generated from committed files: each generated block must equal what
 ``python -m experiments.report DIR --readme`` (or ``experiments.recipes``) gives now, and every figure the
-README shows must exist. A hand edit of a figure, or a committed run that changed, fails here."""
+README shows must exist and be drawn from the committed runs as they are now. A hand edit of a figure, or a
+committed run that changed, fails here."""
 
 from __future__ import annotations
 
@@ -38,6 +39,16 @@ def test_every_figure_in_the_readme_exists():
     assert figures
     missing = [f for f in figures if not (ROOT / f).is_file()]
     assert not missing, missing
+
+
+def test_every_figure_in_the_readme_is_as_new_as_its_runs():
+    """Each README figure records the results folders it was drawn from and a digest of their runs: a run added
+    or rewritten after the figure was drawn fails here until the figure's command redraws it."""
+    from tfq_noise import results
+
+    stale = [message for f in sorted(set(re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", TEXT)))
+             if (message := results.stale_figure(ROOT / f))]
+    assert not stale, "\n".join(stale)
 
 
 def test_a_changed_figure_is_caught(tmp_path):

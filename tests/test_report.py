@@ -30,7 +30,8 @@ def _fake_run(experiment_dir, method, rate, seed, accuracies, hparams=None, nois
         "best_test_accuracy": max(accuracies), "wall_seconds": 60.0, "last_memorized": rows[-1]["memorized"],
         "last_trainmode_memorized": rows[-1]["trainmode_memorized"], "last_corrected": 0.3,
         "last_mode_gap": extra.get("gap", 0.01), "data_caveat": "JPEG copy",
-        **({"num_outputs": extra["num_outputs"]} if "num_outputs" in extra else {})})
+        **({"num_outputs": extra["num_outputs"]} if "num_outputs" in extra else {}),
+        **({"selected_epoch": extra["selected_epoch"]} if "selected_epoch" in extra else {})})
 
 
 def _section(summary, title):
@@ -100,6 +101,20 @@ def test_early_stopping_reports_its_selected_epoch_and_no_last5(tmp_path):
     assert "| early_stopping | +20.0 |" in _section(summary, "### Gain over the baseline")
     last5 = _section(summary, "### Mean of the last 5 epochs")
     assert "early_stopping" not in last5 and "| baseline | 34.0 |" in last5  # (0.5 + 4 × 0.3) / 5
+
+
+def test_memorization_curves_star_the_epoch_an_early_stopped_run_keeps(tmp_path, monkeypatch):
+    exp = tmp_path / "exp"
+    _fake_run(exp, "baseline", 0.4, 0, [0.3, 0.5, 0.3, 0.3, 0.3, 0.3], selected_epoch=5)
+    _fake_run(exp, "early_stopping", 0.4, 0, [0.3, 0.5, 0.3, 0.3], selected=0.5, selected_epoch=1)
+    drawn = {}
+    monkeypatch.setattr(report, "_png", lambda fig, path: drawn.setdefault(path.name, fig))
+    report.write_report(exp)
+    stars = [(int(line.get_xdata()[0]), round(float(line.get_ydata()[0]), 6)) for ax in drawn["memorization.png"].axes
+             for line in ax.get_lines() if line.get_marker() == "*" and len(line.get_xdata())]
+    # one star per panel, at epoch 2 (0-based 1): memorized 12%, corrected 30%, test accuracy 50%; none for
+    # the baseline, which keeps its last epoch
+    assert sorted(stars) == [(2, 12.0), (2, 30.0), (2, 50.0)]
 
 
 def test_report_compares_with_the_paper_only_for_symmetric_noise(tmp_path):

@@ -12,12 +12,17 @@
 * ``predictions.npz`` — the final model's class probabilities (float16) on the
   training, validation and test sets, with their labels (about 1 MB);
 * ``model.weights.h5`` and ``checkpoints/`` — never committed.
+
+A figure made from runs records where it came from: :func:`atomic_save_figure` with ``inputs`` writes into the
+PNG the folders it read, a digest of their runs' ``final.json`` and ``history.csv`` files and the command that
+redraws it; :func:`stale_figure` says whether those files have changed since.
 """
 
 from __future__ import annotations
 
 import collections
 import csv
+import hashlib
 import io
 import json
 import math
@@ -82,9 +87,67 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write(path, write)
 
 
-def atomic_save_figure(fig, path: Path, **savefig_kwargs) -> None:
-    """Saves a matplotlib figure atomically (the suffix tells matplotlib the format)."""
-    atomic_write(path, lambda tmp: fig.savefig(tmp, **savefig_kwargs), suffix=Path(path).suffix)
+FIGURE_SOURCE = "tfq_noise source"  # the PNG text chunk naming a figure's inputs
+DIGESTED = (FINAL, HISTORY)  # the run files a figure is drawn from
+
+
+def inputs_digest(roots: Iterable[Path]) -> str:
+    """SHA-256 over every ``final.json`` and ``history.csv`` below each folder (their paths relative to it, then
+    their bytes), folders in the order given: it changes when a run is added, removed or rewritten."""
+    digest = hashlib.sha256()
+    for root in roots:
+        root = Path(root)
+        if not root.is_dir():
+            raise FileNotFoundError(f"{root}: no such results folder")
+        files = sorted((p for p in root.rglob("*") if p.name in DIGESTED and p.is_file()
+                        and CHECKPOINTS not in p.relative_to(root).parts), key=lambda p: p.relative_to(root).as_posix())
+        digest.update(f"{len(files)}\0".encode())
+        for p in files:
+            digest.update(p.relative_to(root).as_posix().encode() + b"\0")
+            digest.update(hashlib.sha256(p.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def atomic_save_figure(fig, path: Path, inputs: Iterable[Path] | None = None, command: str | None = None,
+                       **savefig_kwargs) -> None:
+    """Saves a matplotlib figure atomically (the suffix tells matplotlib the format).
+
+    ``inputs``: the results folders the figure was drawn from; a PNG then records them (relative to its own
+    folder), :func:`inputs_digest` of them, and ``command``, the command that redraws it (see
+    :func:`stale_figure`)."""
+    path = Path(path)
+    if inputs is not None:
+        if path.suffix.lower() != ".png":
+            raise ValueError(f"{path}: only a PNG records its inputs")
+        inputs = [Path(r) for r in inputs]
+        source = {"inputs": [os.path.relpath(r.resolve(), path.resolve().parent) for r in inputs],
+                  "sha256": inputs_digest(inputs), "command": command}
+        savefig_kwargs["metadata"] = {**savefig_kwargs.get("metadata", {}), FIGURE_SOURCE: json.dumps(source)}
+    atomic_write(path, lambda tmp: fig.savefig(tmp, **savefig_kwargs), suffix=path.suffix)
+
+
+def figure_source(path: Path) -> dict | None:
+    """What a PNG written by :func:`atomic_save_figure` records of its inputs, or None if it records none."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        text = getattr(image, "text", {}).get(FIGURE_SOURCE)
+    return json.loads(text) if text else None
+
+
+def stale_figure(path: Path) -> str | None:
+    """None if the PNG's recorded inputs are unchanged; otherwise why it must be redrawn, and how."""
+    path = Path(path)
+    source = figure_source(path)
+    if source is None:
+        return f"{path} records no inputs: redraw it with the command that made it"
+    roots = [path.parent / r for r in source["inputs"]]
+    missing = [str(r) for r in roots if not r.is_dir()]
+    if missing:
+        return f"{path} was drawn from {', '.join(missing)}, which no longer exists"
+    if inputs_digest(roots) != source["sha256"]:
+        return f"{path} is older than the runs it was drawn from: redraw it with {source.get('command') or 'its command'}"
+    return None
 
 
 def write_markdown(path: Path, title: str, lines: Iterable[str], figure: str | None = None, alt: str = "") -> Path:
