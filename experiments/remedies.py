@@ -6,8 +6,10 @@
 For each noise setting (a synthetic rate or a CIFAR-10N label set), one row per method variant:
 
 * clean test accuracy (last epoch; early stopping: its selected epoch), mean ± sample std over seeds;
-* the paired difference with the float baseline and with W4/A4 QAT (same seeds: same images, same noise
-  draw), and how many seeds gain;
+* the paired difference with the float baseline, with W4/A4 QAT and with the setting's leader (same seeds:
+  same images, same noise draw), and how many seeds gain. The leader is the remedy (neither baseline nor
+  W4/A4 alone, at any training precision) with the best mean accuracy among those run on at least two
+  seeds (on one seed when none is): the column ranks the contenders against it on the seeds they share;
 * memorization at the end (inference mode);
 * the cost: the trainings a run makes (confident learning: its K fold models and the final one), the images
   it processes in training, counted in baseline trainings (epochs actually trained × training images, summed
@@ -41,6 +43,7 @@ from tfq_noise import results, stats  # noqa: E402
 
 FOLDS = "folds"  # tfq_noise.train.FOLDS, without importing TensorFlow
 REFERENCES = ("baseline", "quantization W4/A4")
+LEADER_SEEDS = 2  # a leader is chosen among the remedies with at least this many seeds, when there are any
 FIGURE = "remedies.png"
 SUMMARY = "remedies.md"
 
@@ -109,6 +112,16 @@ class Row:
     cost: float  # images processed, in baseline trainings (mean over seeds), or in images if no baseline
     minutes: float | None  # median over seeds
     filtered: bool = False  # trained on a filtered subset: memorized counts the corrupted examples it kept
+    leader: bool = False  # the setting's leader: the other rows' "vs leader" differences are against it
+
+
+def leader_of(rows: Sequence[Row]) -> Row | None:
+    """The remedy with the best mean accuracy among those with at least LEADER_SEEDS seeds (among all remedies
+    when none has that many); baseline and W4/A4 alone, at any training precision, are references, not
+    contenders. None: no remedy."""
+    contenders = [r for r in rows if r.label.split(" [")[0] not in REFERENCES]  # "baseline [bf16]" included
+    seeded = [r for r in contenders if r.accuracy[2] >= LEADER_SEEDS] or contenders
+    return max(seeded, key=lambda r: r.accuracy[0], default=None)
 
 
 def _accuracy(final):
@@ -135,29 +148,41 @@ def setting_rows(grouped: Mapping[str, Sequence[Mapping]]) -> tuple[list[Row], b
                         images / unit if unit else images, tables.median(minutes) if minutes else None,
                         tables.filtered(runs)))
     rows.sort(key=lambda r: (r.label != "baseline", -r.accuracy[0]))
+    leader = leader_of(rows)
+    if leader is not None:
+        leader.leader = True
+        for r in rows:
+            if r is not leader:
+                r.versus["leader"] = stats.Paired.of(tables.paired(grouped[r.label], grouped[leader.label], _accuracy))
     return rows, unit is not None, pace
 
 
 def setting_table(rows: Sequence[Row], relative: bool) -> list[str]:
     cost = "images processed, in baseline trainings" if relative else "images processed"
-    lines = [f"| method | clean accuracy, % | vs baseline, points | vs W4/A4, points | memorized, % | trainings | "
-             f"{cost} | minutes |", "|---|---|---|---|---|---|---|---|"]
+    leader = next((r.label for r in rows if r.leader), None)
+    lines = [f"Leader: `{leader}`." if leader else "No remedy beside the references: no leader.", "",
+             "| method | clean accuracy, % | vs baseline, points | vs W4/A4, points | vs leader, points | "
+             f"memorized, % | trainings | {cost} | minutes |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        versus = [r.versus[ref].text() if ref in r.versus else "—" for ref in REFERENCES]
+        versus = [r.versus[ref].text() if ref in r.versus else "—" for ref in (*REFERENCES, "leader")]
+        versus[2] = "leader" if r.leader else versus[2]
         cost_text = f"{r.cost:.2f}" if relative else f"{r.cost:,.0f}"
         memorized = "—" if r.memorized is None else f"{r.memorized:.0f}"
         memorized += tables.FILTERED_MARK if r.filtered else ""
-        lines.append(f"| {r.label} | {tables.mean_text(r.accuracy)} | {versus[0]} | {versus[1]} | {memorized} | "
+        lines.append(f"| {r.label} | {tables.mean_text(r.accuracy)} | {' | '.join(versus)} | {memorized} | "
                      f"{r.trainings} | {cost_text} | {'—' if r.minutes is None else f'{r.minutes:.0f}'} |")
     return lines
 
 
 NOTE = ("Accuracy: clean test accuracy at the last epoch (early stopping: its selected epoch), mean ± sample std "
         "over seeds. Paired differences: mean ± sample std of the per-seed differences and how many seeds gain "
-        "(one seed: its difference). Memorized: % of the corrupted training examples predicted as their wrong "
-        "label at the end, inference mode. Images processed: epochs trained × training images, summed over a "
-        "run's trainings, mean over seeds (a W4/A4 step costs about a float step: README, Speed). Minutes: its "
-        "epochs' times summed (folds included), median over seeds, as measured on whatever machine ran it.")
+        "(one seed: its difference). Leader: the remedy (neither the baseline nor W4/A4 alone, at any training "
+        f"precision) with the best mean accuracy among those run on at least {LEADER_SEEDS} seeds (on one seed "
+        "when none is); its column pairs every other method with it on the seeds both hold. Memorized: % of the "
+        "corrupted training examples predicted as their wrong label at the end, inference mode. Images processed: "
+        "epochs trained × training images, summed over a run's trainings, mean over seeds (a W4/A4 step costs "
+        "about a float step: README, Speed). Minutes: its epochs' times summed (folds included), median over "
+        "seeds, as measured on whatever machine ran it.")
 
 
 def summarize(report: tables.ExperimentTables) -> list[tuple]:

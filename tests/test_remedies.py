@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
 from experiments import remedies, report
@@ -76,13 +78,37 @@ def test_differences_are_paired_by_seed_against_baseline_and_w4a4(tmp_path):
     assert rows["quantization W4/A4"].memorized == pytest.approx(10.0)
 
 
+def test_the_leader_has_the_best_mean_over_at_least_two_seeds_and_every_row_is_paired_with_it(tmp_path):
+    exp = _experiment(tmp_path)
+    _run(exp / "m0", "mixup", 0.4, 0, 0.70)  # best mean, but one seed: not the leader while gce has two
+    rows, _, _ = _rows(exp)
+    assert rows["gce"].leader and not any(r.leader for label, r in rows.items() if label != "gce")
+    assert "leader" not in rows["gce"].versus
+    assert rows["mixup"].versus["leader"].mean == pytest.approx(15.0) and rows["mixup"].versus["leader"].n == 1
+    # Baseline against gce on both seeds: 40 − 55 = −15, 38 − 62 = −24; W4/A4: 60 − 55 = +5, 61 − 62 = −1.
+    baseline = rows["baseline"].versus["leader"]
+    assert baseline.mean == pytest.approx(-19.5) and baseline.gains == 0
+    assert rows["quantization W4/A4"].versus["leader"].mean == pytest.approx(2.0)
+    assert rows["quantization W4/A4"].versus["leader"].gains == 1
+    # With no remedy on two seeds, the best single-seed one leads; the references never do.
+    shutil.rmtree(exp / "g1")
+    rows, _, _ = _rows(exp)
+    assert rows["mixup"].leader and rows["gce"].versus["leader"].mean == pytest.approx(-15.0)
+    only_references = [remedies.Row(label, (60.0, 0.0, 3), {}, None, 1, 1.0, None)
+                       for label in (*remedies.REFERENCES, "quantization W4/A4 [bf16]")]
+    assert remedies.leader_of(only_references) is None
+    assert remedies.setting_table(only_references, True)[0] == "No remedy beside the references: no leader."
+
+
 def test_markdown_figure_and_readme_block(tmp_path):
     exp = _experiment(tmp_path)
     summary = remedies.write(exp).read_text()
     assert (exp / remedies.FIGURE).stat().st_size > 10_000
-    assert "| gce | 58.5 ± 4.9 (n=2) | +19.5 ± 6.4 (2/2 > 0) | -2.0 ± 4.2 (1/2 > 0) | 50 | 1 | 1.00 | 2 |" in summary
+    assert "Leader: `gce`." in summary
+    assert ("| gce | 58.5 ± 4.9 (n=2) | +19.5 ± 6.4 (2/2 > 0) | -2.0 ± 4.2 (1/2 > 0) | leader | 50 | 1 | 1.00 | 2 |"
+            in summary)
     # Its final training saw only the examples it kept: its memorized share is marked as over those.
-    assert "| cleanlab | 50.0 | +10.0 | -10.0 | 50† | 6 | 4.90 | 9 |" in summary
+    assert "| cleanlab | 50.0 | +10.0 | -10.0 | -5.0 | 50† | 6 | 4.90 | 9 |" in summary
     assert summary.count("†") == 2 and "† Over the corrupted examples the run kept" in summary
     assert "took 2 to 4 minutes across the 8 runs" in summary
 
