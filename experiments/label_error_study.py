@@ -75,7 +75,7 @@ def study(experiment_dir, methods: set[str] | None = None, print_fn=print) -> li
     rows = []
     for run_dir, final in _finished_runs(Path(experiment_dir), methods):
         sources = [] if final.get("data_filter") else [("single run, in-sample", [run_dir], "train", 1)]
-        folds = sorted((run_dir / "folds").glob("fold*")) if (run_dir / "folds").is_dir() else []
+        folds = sorted((run_dir / results.FOLDS).glob("fold*")) if (run_dir / results.FOLDS).is_dir() else []
         if folds and all((f / results.PREDICTIONS).is_file() for f in folds):
             sources.append((f"{len(folds)}-fold, out-of-sample", folds, "val", len(folds) + 1))
         for kind, dirs, split, trainings in sources:

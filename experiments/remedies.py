@@ -41,7 +41,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 from experiments import tables  # noqa: E402
 from tfq_noise import results, stats  # noqa: E402
 
-FOLDS = "folds"  # tfq_noise.train.FOLDS, without importing TensorFlow
 REFERENCES = ("baseline", "quantization W4/A4")
 LEADER_SEEDS = 2  # a leader is chosen among the remedies with at least this many seeds, when there are any
 FIGURE = "remedies.png"
@@ -58,7 +57,7 @@ class Cost:
 
 
 def _trainings_of(run_dir: Path) -> list[Path]:
-    folds = run_dir / FOLDS
+    folds = run_dir / results.FOLDS
     extra = sorted(p.parent for p in folds.glob(f"*/{results.FINAL}")) if folds.is_dir() else []
     return [run_dir, *extra]
 

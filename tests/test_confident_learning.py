@@ -13,7 +13,7 @@ from tfq_noise.config import RunConfig
 from tfq_noise.data import RunData
 from tfq_noise.methods.confident_learning import fold_data, fold_indices, flag_quality
 from tfq_noise.tasks import ClassificationTask
-from tfq_noise.train import FOLDS, train
+from tfq_noise.train import train
 
 TINY = dict(experiment="test", model_kwargs={"blocks_per_stage": 1}, train_size=300, batch_size=64,
             eval_train_size=64, noise_rate=0.4, epochs=1)
@@ -124,7 +124,7 @@ def test_a_cleanlab_run_trains_its_folds_then_the_model_on_the_kept_examples(tmp
     assert final["trainings"] == 3
     assert info["folds"] == 2 and info["flagged"] + info["kept"] == len(data.train_images)
     for k in range(2):
-        fold_dir = run_dir / FOLDS / f"fold{k}"
+        fold_dir = run_dir / results.FOLDS / f"fold{k}"
         fold_config = results.read_json(fold_dir / results.CONFIG)
         assert fold_config["method"] == "baseline" and "cleanlab_folds" not in fold_config["hparams"]
         assert results.run_state(fold_dir) == "done"
@@ -134,12 +134,12 @@ def test_a_cleanlab_run_trains_its_folds_then_the_model_on_the_kept_examples(tmp
     # The fold runs' held-out predictions cover every training example once, for find_label_errors.
     from experiments.find_label_errors import load_examples
 
-    examples, _ = load_examples([run_dir / FOLDS / f"fold{k}" for k in range(2)], split="val")
+    examples, _ = load_examples([run_dir / results.FOLDS / f"fold{k}" for k in range(2)], split="val")
     assert sorted(examples.index.tolist()) == sorted(data.train_index.tolist())
     assert examples.clean is not None and np.array_equal(
         examples.labels != examples.clean, data.train_corrupted[np.argsort(data.train_index)][
             np.searchsorted(np.sort(data.train_index), examples.index)])
     # Finished folds are reused, not trained again.
-    stamps = [(run_dir / FOLDS / f"fold{k}" / results.FINAL).stat().st_mtime_ns for k in range(2)]
+    stamps = [(run_dir / results.FOLDS / f"fold{k}" / results.FINAL).stat().st_mtime_ns for k in range(2)]
     train(config, run_dir, data=data, print_fn=quiet)
-    assert [(run_dir / FOLDS / f"fold{k}" / results.FINAL).stat().st_mtime_ns for k in range(2)] == stamps
+    assert [(run_dir / results.FOLDS / f"fold{k}" / results.FINAL).stat().st_mtime_ns for k in range(2)] == stamps

@@ -111,6 +111,9 @@ def test_run_state_and_finished_runs(tmp_path):
     assert results.run_state(tmp_path / "a") == "new"
     results.write_csv(tmp_path / "a" / results.HISTORY, [{"epoch": 1}])
     assert results.run_state(tmp_path / "a") == "partial"
+    # A method whose first trainings (confident learning's folds) finished but whose own has not begun: partial.
+    results.write_json(tmp_path / "c" / results.FOLDS / "fold0" / results.FINAL, {"method": "quantization"})
+    assert results.run_state(tmp_path / "c") == "partial"
     results.write_json(tmp_path / "b" / results.FINAL, {"method": "baseline"})
     assert results.run_state(tmp_path / "b") == "done"
     assert results.load_finals(tmp_path) == [{"method": "baseline", "run_dir": str(tmp_path / "b")}]

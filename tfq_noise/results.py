@@ -41,6 +41,8 @@ PROVENANCE = "provenance.json"
 WEIGHTS = "model.weights.h5"
 PREDICTIONS = "predictions.npz"
 CHECKPOINTS = "checkpoints"
+# Sub-folder of a run holding the trainings a method makes before its own (confident learning's folds).
+FOLDS = "folds"
 
 # Keys every final.json holds (multi-label runs add per_task_f1 and average_f1).
 FINAL_KEYS = (
@@ -270,7 +272,7 @@ def _number(text: str):
 
 def run_state(run_dir: Path) -> str:
     """'done', 'damaged' (a final.json, config.json or history.csv that cannot be read), 'failed',
-    'partial' (checkpoints or history but no result) or 'new'."""
+    'partial' (checkpoints, history or fold trainings but no result) or 'new'."""
     run_dir = Path(run_dir)
     try:
         for name in (FINAL, CONFIG):
@@ -283,7 +285,7 @@ def run_state(run_dir: Path) -> str:
         return "done"
     if (run_dir / FAILED).exists():
         return "failed"
-    if (run_dir / CHECKPOINTS).exists() or (run_dir / HISTORY).exists():
+    if any((run_dir / name).exists() for name in (CHECKPOINTS, HISTORY, FOLDS)):
         return "partial"
     return "new"
 

@@ -186,7 +186,7 @@ def train(config: RunConfig, run_dir: str | Path, paths: DataPaths | None = None
     results.write_json(run_dir / results.CONFIG, config.to_dict())
     recipe = config.recipe
     data, data_filter = recipe.filter_training_data(
-        data, config.seed, lambda name, fold: train_fold(config, run_dir / FOLDS / name, fold, verbose, print_fn))
+        data, config.seed, lambda name, fold: train_fold(config, run_dir / results.FOLDS / name, fold, verbose, print_fn))
     if data_filter:
         release_memory()  # the fold models
         keras.utils.set_random_seed(config.seed)
@@ -249,10 +249,6 @@ def train(config: RunConfig, run_dir: str | Path, paths: DataPaths | None = None
     results.write_json(run_dir / results.FINAL, final)
     shutil.rmtree(checkpoint_dir / "backup", ignore_errors=True)
     return final
-
-
-# Sub-folder of a run holding the trainings a method makes before its own (confident learning's folds).
-FOLDS = "folds"
 
 
 def train_fold(config: RunConfig, fold_dir: Path, fold_data: RunData, verbose: int = 0, print_fn=print) -> dict:
