@@ -186,7 +186,8 @@ def train(config: RunConfig, run_dir: str | Path, paths: DataPaths | None = None
     results.write_json(run_dir / results.CONFIG, config.to_dict())
     recipe = config.recipe
     data, data_filter = recipe.filter_training_data(
-        data, config.seed, lambda name, fold: train_fold(config, run_dir / results.FOLDS / name, fold, verbose, print_fn))
+        data, config.seed,
+        lambda name, fold: train_fold(config, run_dir / results.FOLDS / name, fold, verbose, print_fn))
     if data_filter:
         release_memory()  # the fold models
         keras.utils.set_random_seed(config.seed)
