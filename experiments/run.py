@@ -5,7 +5,8 @@
 
 Each run writes ``<results_dir>/<experiment>/<run>/`` (see tfq_noise.results).
 Finished runs are skipped, a killed run resumes from its last epoch, and
-``--shard_index/--num_shards`` split the grid over a cluster's job array.
+``--shard_index/--num_shards`` split the grid over a cluster's job array, and
+``--only_folds`` a cleanlab run's K fold trainings over jobs or processes.
 Every flag is checked, and the data found, before anything is trained or written.
 """
 
@@ -66,6 +67,10 @@ flags.DEFINE_string("folder_path", None, "--dataset=folder: an image folder (one
                     "optional test/) or a CSV path,label[,clean_label][,split] (default: $TFQ_NOISE_FOLDER_PATH).")
 flags.DEFINE_integer("shard_index", 0, "This job's shard, 0 <= shard_index < num_shards.")
 flags.DEFINE_integer("num_shards", 1, "Number of shards the grid is split into.")
+flags.DEFINE_list("only_folds", [], "Train only these fold runs (0-based) of each run's data filter "
+                  "(cleanlab's K cross-validation folds), not the runs themselves: one fold per job or process "
+                  "(e.g. --only_folds=$SLURM_ARRAY_TASK_ID). Rerun without the flag to train the rest and "
+                  "the final model; it reuses the finished folds and waits for folds other jobs still hold.")
 flags.DEFINE_bool("jit_compile", False, "XLA-compile the training step (slower on this CPU; measure first).")
 flags.DEFINE_bool("deterministic", False, "Deterministic ops (slower).")
 flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "one_device"], "tf.distribute strategy.")
@@ -127,7 +132,34 @@ def build_grid():
                              f"choose from {', '.join(allowed)}")
     shared = grid.parse_assignments(FLAGS.hparams) if FLAGS.hparams else {}
     configs = grid.expand(base, grid.parse_methods(FLAGS.methods), FLAGS.noise_type, rates, seeds, shared)
-    return grid.shard(configs, FLAGS.shard_index, FLAGS.num_shards)
+    configs = grid.shard(configs, FLAGS.shard_index, FLAGS.num_shards)
+    check_only_folds(configs)
+    return configs
+
+
+def only_folds() -> list[int]:
+    """--only_folds as fold numbers (empty: train whole runs)."""
+    try:
+        folds = [int(k) for k in FLAGS.only_folds]
+    except ValueError as error:
+        raise ValueError(f"--only_folds must be fold numbers: {error}") from None
+    if len(set(folds)) != len(folds):
+        raise ValueError(f"--only_folds names a fold twice: {FLAGS.only_folds}")
+    return folds
+
+
+def check_only_folds(configs) -> None:
+    """Raises ValueError if --only_folds names a fold that some run of the grid does not train."""
+    folds = only_folds()
+    for config in configs if folds else []:
+        count = config.recipe.fold_count()
+        if not count:
+            raise ValueError(f"--only_folds: {config.run_name} trains no folds (only a data filter such as "
+                             "cleanlab does); choose --methods accordingly")
+        bad = [k for k in folds if not 0 <= k < count]
+        if bad:
+            raise ValueError(f"--only_folds: fold {bad[0]} is out of range; {config.run_name} trains folds "
+                             f"0 to {count - 1}")
 
 
 def data_paths():
@@ -217,6 +249,8 @@ def main(argv):
             print(f"error: cannot load the data for {config.run_name}: {type(error).__name__}: {error}",
                   file=sys.stderr)
             return 2
+    if only_folds():
+        return run_folds(todo, only_folds(), experiment_dir, paths)
     failures, skipped = 0, 0
     for i, config in enumerate(todo, 1):
         run_dir = experiment_dir / config.run_name
@@ -273,6 +307,33 @@ def main(argv):
               file=sys.stderr)
         return 1
     return 0
+
+
+def run_folds(todo, folds, experiment_dir: Path, paths) -> int:
+    """--only_folds: trains the chosen fold runs of each run to do; the runs' final trainings are left."""
+    from tfq_noise.train import RunFailed, release_memory, train_folds
+
+    left, failures = 0, 0
+    for i, config in enumerate(todo, 1):
+        run_dir = experiment_dir / config.run_name
+        print(f"[{i}/{len(todo)}] {config.run_name}: folds {','.join(map(str, folds))}", flush=True)
+        start = time.time()
+        try:
+            finished = train_folds(config, run_dir, folds, paths, verbose=FLAGS.verbose)
+        except RunFailed as error:
+            failures += 1
+            print(f"[{i}/{len(todo)}] FAILED: {error}", flush=True)
+            continue
+        finally:
+            release_memory()
+        left += len(folds) - len(finished)
+        print(f"[{i}/{len(todo)}] folds {','.join(map(str, finished)) or 'none'} finished in "
+              f"{time.time() - start:.0f}s; peak RSS {peak_rss_mib():.0f} MiB", flush=True)
+    if left:
+        print(f"{left} folds held by other jobs were skipped", flush=True)
+    print("run the command again without --only_folds to train the remaining folds and the final models",
+          flush=True)
+    return 1 if failures else 0
 
 
 def data_representatives(configs) -> list:

@@ -13,7 +13,7 @@ from tfq_noise.config import RunConfig
 from tfq_noise.data import RunData
 from tfq_noise.methods.confident_learning import fold_data, fold_indices, flag_quality
 from tfq_noise.tasks import ClassificationTask
-from tfq_noise.train import train
+from tfq_noise.train import train, train_fold, train_folds
 
 TINY = dict(experiment="test", model_kwargs={"blocks_per_stage": 1}, train_size=300, batch_size=64,
             eval_train_size=64, noise_rate=0.4, epochs=1)
@@ -143,3 +143,49 @@ def test_a_cleanlab_run_trains_its_folds_then_the_model_on_the_kept_examples(tmp
     stamps = [(run_dir / results.FOLDS / f"fold{k}" / results.FINAL).stat().st_mtime_ns for k in range(2)]
     train(config, run_dir, data=data, print_fn=quiet)
     assert [(run_dir / results.FOLDS / f"fold{k}" / results.FINAL).stat().st_mtime_ns for k in range(2)] == stamps
+
+
+def test_folds_split_over_jobs_are_reused_by_the_run(tmp_path, tiny_run_data):
+    """--only_folds: one job trains chosen folds; the run itself reuses them, waiting for a held one."""
+    import json
+    import threading
+    import time
+
+    config = RunConfig(**TINY, method="cleanlab", hparams={"cleanlab_folds": 3})
+    data = tiny_run_data(config)
+    run_dir = tmp_path / config.run_name
+    folds_dir = run_dir / results.FOLDS
+    with pytest.raises(ValueError, match="out of range"):
+        train_folds(config, run_dir, [3], data=data, print_fn=quiet)
+    with pytest.raises(ValueError, match="train no folds"):
+        train_folds(dataclasses.replace(config, method="quantization", hparams={}), run_dir, [0], data=data)
+    assert not run_dir.exists()  # refused before anything is written
+    # Fold 0 is held by a job on another host: skipped, not trained; fold 2 is trained.
+    (folds_dir / "fold0").mkdir(parents=True)
+    (folds_dir / "fold0" / results.LOCK).write_text(json.dumps({"host": "elsewhere", "pid": 1}))
+    assert train_folds(config, run_dir, [2, 0], data=data, print_fn=quiet) == [2]
+    assert results.run_state(folds_dir / "fold2") == "done" and not (folds_dir / "fold0" / results.FINAL).exists()
+    assert not (folds_dir / "fold1").exists() and results.run_state(run_dir) == "partial"
+    assert not (folds_dir / "fold2" / results.LOCK).exists()  # released
+    held_out = fold_indices(np.asarray(data.train_labels, np.int64), 3, config.seed)
+    predictions = results.read_npz(folds_dir / "fold2" / results.PREDICTIONS)
+    assert sorted(predictions["val_index"]) == sorted(data.train_index[held_out[2]])  # the run's own fold 2
+    # A fold another job holds is waited for, then trained once that job releases it.
+    (folds_dir / "fold0" / results.LOCK).unlink()
+    (folds_dir / "fold1").mkdir()
+    lock = folds_dir / "fold1" / results.LOCK
+    lock.write_text(json.dumps({"host": "elsewhere", "pid": 1}))
+    release = threading.Timer(2.0, lock.unlink)
+    lines, start = [], time.time()
+    release.start()
+    try:
+        assert train_fold(config, folds_dir / "fold1", fold_data(data, held_out[1]),
+                          print_fn=lambda line, **kwargs: lines.append(line), poll_seconds=0.5) is not None
+    finally:
+        release.cancel()
+    assert time.time() - start >= 2.0 and any("waiting" in line for line in lines)
+    # The run trains only fold 0 and its final model, reusing folds 1 and 2 untouched.
+    stamps = {k: (folds_dir / f"fold{k}" / results.FINAL).stat().st_mtime_ns for k in (1, 2)}
+    final = train(config, run_dir, data=data, print_fn=quiet)
+    assert {k: (folds_dir / f"fold{k}" / results.FINAL).stat().st_mtime_ns for k in (1, 2)} == stamps
+    assert results.run_state(folds_dir / "fold0") == "done" and final["data_filter"]["cleanlab"]["folds"] == 3

@@ -127,6 +127,20 @@ def test_stale_temporaries_are_removed(tmp_path):
     assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["kept.json"]
 
 
+def test_stale_temporaries_of_a_folder_another_job_holds_are_kept(tmp_path):
+    """A fold run another job trains (``--only_folds``) is writing: its temporaries are not stale."""
+    folds = tmp_path / results.FOLDS
+    for name, owner in [("fold0", {"host": "elsewhere", "pid": 1}), ("fold1", None),
+                        ("fold2", {"host": os.uname().nodename, "pid": os.getpid()})]:
+        (folds / name / "checkpoints").mkdir(parents=True)
+        (folds / name / "checkpoints" / f"{results.TEMP_PREFIX}history.csv.x.tmp").write_text("")
+        if owner:
+            (folds / name / results.LOCK).write_text(json.dumps(owner))
+    assert results.remove_stale_temporaries(tmp_path) == 2  # fold1 (no lock) and fold2 (this process's)
+    left = [p.relative_to(tmp_path).parts[:2] for p in tmp_path.rglob(f"{results.TEMP_PREFIX}*")]
+    assert left == [(results.FOLDS, "fold0")]
+
+
 # ----------------------------------------------------------------------------- the runner
 
 

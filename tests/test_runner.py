@@ -231,6 +231,10 @@ def test_shared_hparams_apply_only_to_methods_that_have_them():
     (["--experiment=a/b"], "experiment name"),
     (["--shard_index=2", "--num_shards=2"], "shard_index"),
     (["--cifar10_dir=/nonexistent"], "does not exist"),
+    (["--only_folds=a"], "fold numbers"),
+    (["--only_folds=0,0", "--methods=cleanlab"], "twice"),
+    (["--only_folds=0"], "trains no folds"),
+    (["--only_folds=5", "--methods=cleanlab"], "out of range"),
 ])
 def test_bad_flags_stop_before_anything_is_written(bad, message, tmp_path, cifar10_dir, capsys):
     results_dir = tmp_path / "results"
@@ -259,6 +263,20 @@ def test_bad_model_flags_stop_before_anything_is_written(bad, tmp_path, cifar10_
         code, err = repr(error), ""
     assert code == 2 and err.startswith("error:"), (code, err)
     assert not results_dir.exists()
+
+
+def test_only_folds_trains_the_chosen_fold_and_leaves_the_run_to_finish(tmp_path, cifar10_dir, capsys):
+    results_dir = tmp_path / "results"
+    args = [f"--flagfile={SMOKE}", f"--results_dir={results_dir}", "--report=false", f"--cifar10_dir={cifar10_dir}",
+            "--methods=cleanlab[cleanlab_folds=2]", "--epochs=1", "--train_size=300", "--eval_train_size=64"]
+    code, out, err = run_in_process([*args, "--only_folds=1"], capsys)
+    assert code == 0, out + err
+    assert "without --only_folds" in out and "folds 1 finished" in out
+    run_dir, = results_dir.glob("smoke/*")
+    assert results.run_state(run_dir / results.FOLDS / "fold1") == "done"
+    assert not (run_dir / results.FOLDS / "fold0").exists() and not (run_dir / results.FINAL).exists()
+    code, out, _ = run_in_process([*args, "--dry_run"], capsys)
+    assert code == 0 and "0 done, 1 to run" in out and "partial" in out, out
 
 
 def test_misspelled_method_hparam_is_refused(tmp_path, capsys):

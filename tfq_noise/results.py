@@ -182,12 +182,24 @@ def read_npz(path: Path) -> dict:
 def remove_stale_temporaries(directory: Path) -> int:
     """Deletes the atomic writer's leftovers (a process killed mid-write) below ``directory``; returns how many.
 
-    Only call it where no other process is writing (e.g. a run folder this process holds the lock of)."""
-    removed = 0
-    for path in Path(directory).rglob(f"{TEMP_PREFIX}*"):
-        if path.is_file():
-            path.unlink(missing_ok=True)
-            removed += 1
+    Only call it where no other process is writing (e.g. a run folder this process holds the lock of);
+    sub-folders locked by another live process (a fold run trained by another job) are left alone."""
+    directory = Path(directory)
+    me = {"host": platform.node(), "pid": os.getpid()}
+    removed, held = 0, {}
+
+    def held_by_another(folder: Path) -> bool:
+        if folder not in held:
+            held[folder] = (lock_owner(folder) or me) != me
+        return held[folder]
+
+    for path in directory.rglob(f"{TEMP_PREFIX}*"):
+        if not path.is_file():
+            continue
+        if any(held_by_another(p) for p in path.parents if directory in p.parents):
+            continue
+        path.unlink(missing_ok=True)
+        removed += 1
     return removed
 
 

@@ -22,6 +22,7 @@ from tfq_noise.callbacks import BestEpochKeeper, EpochEvaluation, HistoryWriter,
 from tfq_noise.config import RunConfig
 from tfq_noise.data.pipeline import make_dataset
 from tfq_noise.data import DataPaths, RunData, prepare
+from tfq_noise.methods.confident_learning import fold_data
 from tfq_noise.models import build_model
 
 
@@ -252,20 +253,68 @@ def train(config: RunConfig, run_dir: str | Path, paths: DataPaths | None = None
     return final
 
 
-def train_fold(config: RunConfig, fold_dir: Path, fold_data: RunData, verbose: int = 0, print_fn=print) -> dict:
+def train_fold(config: RunConfig, fold_dir: Path, fold_data: RunData, verbose: int = 0, print_fn=print,
+               wait: bool = True, poll_seconds: float = 60.0) -> dict | None:
     """Trains (or reuses, when finished) one fold run of ``config``'s other methods; returns its predictions.
 
     The fold's validation set is its held-out examples, so ``val_probs`` are out-of-sample.
+    The fold is locked while it trains: if another process or job holds it, this waits for it
+    (``wait``) or returns None.
     """
     rest = config.recipe.fold_spec()
     keep = set(methods.default_hparams(rest))
     fold_config = dataclasses.replace(config, method=rest,
                                       hparams={k: v for k, v in config.hparams.items() if k in keep})
-    if not (fold_dir / results.FINAL).exists():
-        release_memory()
-        train(fold_config, fold_dir, data=fold_data, verbose=verbose,
-              print_fn=lambda line, **kwargs: print_fn(f"  {fold_dir.name}: {line}", **kwargs))
-    return results.read_npz(fold_dir / results.PREDICTIONS)
+    fold_dir = Path(fold_dir)
+    owner = results.acquire_run_lock(fold_dir)
+    if owner is not None:
+        if not wait:
+            print_fn(f"  {fold_dir.name}: held by {owner.get('host')} pid {owner.get('pid')}, skipped", flush=True)
+            return None
+        print_fn(f"  {fold_dir.name}: held by {owner.get('host')} pid {owner.get('pid')}, waiting for it "
+                 "(a lock left by a dead job on another host must be removed by hand)", flush=True)
+        while owner is not None:
+            time.sleep(poll_seconds)
+            owner = results.acquire_run_lock(fold_dir)
+    try:
+        if not (fold_dir / results.FINAL).exists():
+            results.remove_stale_temporaries(fold_dir)
+            release_memory()
+            train(fold_config, fold_dir, data=fold_data, verbose=verbose,
+                  print_fn=lambda line, **kwargs: print_fn(f"  {fold_dir.name}: {line}", **kwargs))
+        return results.read_npz(fold_dir / results.PREDICTIONS)
+    finally:
+        results.release_run_lock(fold_dir)
+
+
+def train_folds(config: RunConfig, run_dir: str | Path, folds, paths: DataPaths | None = None,
+                data: RunData | None = None, verbose: int = 0, print_fn=print) -> list[int]:
+    """Trains only the fold runs ``folds`` (0-based) of ``config``'s data filter, not the run itself.
+
+    For splitting a cleanlab run's K trainings over processes or a job array: a later
+    ``train(config, run_dir)`` reuses every finished fold. A fold held by another job is
+    skipped. Returns the folds that are finished. Raises ValueError if the run trains no
+    folds or a fold number is out of range.
+    """
+    run_dir = Path(run_dir)
+    count = config.recipe.fold_count()
+    bad = [k for k in folds if not 0 <= int(k) < count]
+    if not count:
+        raise ValueError(f"{config.run_name}: its methods ({config.method}) train no folds")
+    if bad:
+        raise ValueError(f"{config.run_name}: fold {bad[0]} is out of range (it trains folds 0 to {count - 1})")
+    keras.utils.set_random_seed(config.seed)
+    data = data if data is not None else prepare(config, paths)
+    held_out = config.recipe.fold_held_out(data, config.seed)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    results.write_json(run_dir / results.CONFIG, config.to_dict())
+    finished = []
+    for k in folds:
+        k = int(k)
+        if train_fold(config, run_dir / results.FOLDS / f"fold{k}", fold_data(data, held_out[k]), verbose,
+                      print_fn, wait=False) is not None:
+            finished.append(k)
+    return finished
 
 
 def release_memory() -> None:

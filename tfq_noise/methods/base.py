@@ -68,6 +68,14 @@ class Method:
         """How many trainings a run of this method costs (confident learning: its K folds and the final one)."""
         return 1
 
+    def fold_count(self, hp) -> int:
+        """How many fold runs :meth:`filter_training_data` trains (0: none)."""
+        return 0
+
+    def fold_held_out(self, hp, data, seed: int) -> list:
+        """The held-out training positions of each fold run, in fold order (empty: no folds)."""
+        return []
+
     def filter_training_data(self, hp, data, seed: int, fit_fold):
         """Returns ``(data, info)`` with training examples removed (e.g. flagged label errors), or None.
 
@@ -182,6 +190,18 @@ class Recipe:
             if filtered is not None:
                 data, info[method.name] = filtered
         return data, info
+
+    def fold_count(self) -> int:
+        """How many fold runs the recipe's data filter trains (0: none)."""
+        return max([m.fold_count(self.hparams) for m in self.methods] + [0])
+
+    def fold_held_out(self, data, seed: int) -> list:
+        """The held-out training positions of each of the data filter's fold runs (empty: no folds)."""
+        for method in self.methods:
+            held = method.fold_held_out(self.hparams, data, seed)
+            if held:
+                return held
+        return []
 
     def fold_spec(self) -> str:
         """The methods a data filter's fold runs train with: the recipe's others ('baseline' if none)."""

@@ -13,7 +13,9 @@ project's training loop:
 
 Its K fold trainings are part of its cost: the run's ``wall_seconds`` counts
 them and ``final.json`` records ``trainings`` (K + 1). The fold runs live in
-``<run>/folds/fold<k>/`` (they resume like any run). ``final.json``'s
+``<run>/folds/fold<k>/`` (they resume like any run). A fold run holds a lock while it trains, so folds can be trained by
+other processes or jobs at the same time (``experiments.run --only_folds``):
+a run that reaches a fold held by another job waits for it. ``final.json``'s
 ``data_filter`` gives how many examples were dropped and, where the wrong
 labels are known (synthetic noise, CIFAR-10N), the precision and recall of
 the flags. Memorization metrics of the final model are measured on the kept
@@ -105,7 +107,13 @@ class ConfidentLearning(Method):
             raise ValueError(f"cleanlab_filter_by must be one of {FILTERS}, got {hp['cleanlab_filter_by']!r}")
 
     def trainings(self, hp) -> int:
-        return int(hp["cleanlab_folds"]) + 1
+        return self.fold_count(hp) + 1
+
+    def fold_count(self, hp) -> int:
+        return int(hp["cleanlab_folds"])
+
+    def fold_held_out(self, hp, data, seed: int) -> list[np.ndarray]:
+        return fold_indices(np.asarray(data.train_labels, np.int64), self.fold_count(hp), seed)
 
     def filter_training_data(self, hp, data, seed: int, fit_fold: Callable[[str, object], Mapping]):
         """Drops the training examples cleanlab flags; returns ``(data, info)``.
@@ -123,7 +131,7 @@ class ConfidentLearning(Method):
         labels = np.asarray(data.train_labels, np.int64)
         num_classes = int(data.task.num_classes)
         pred_probs = np.full((len(labels), num_classes), np.nan)
-        for k, held_out in enumerate(fold_indices(labels, folds, seed)):
+        for k, held_out in enumerate(self.fold_held_out(hp, data, seed)):
             predictions = fit_fold(f"fold{k}", fold_data(data, held_out))
             probs = np.asarray(predictions["val_probs"], np.float64)
             if probs.shape != (len(held_out), num_classes):
