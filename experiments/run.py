@@ -151,15 +151,11 @@ def only_folds() -> list[int]:
 def check_only_folds(configs) -> None:
     """Raises ValueError if --only_folds names a fold that some run of the grid does not train."""
     folds = only_folds()
-    for config in configs if folds else []:
-        count = config.recipe.fold_count()
-        if not count:
-            raise ValueError(f"--only_folds: {config.run_name} trains no folds (only a data filter such as "
-                             "cleanlab does); choose --methods accordingly")
-        bad = [k for k in folds if not 0 <= k < count]
-        if bad:
-            raise ValueError(f"--only_folds: fold {bad[0]} is out of range; {config.run_name} trains folds "
-                             f"0 to {count - 1}")
+    for config in configs if folds else ():
+        try:
+            config.recipe.check_folds(folds)
+        except ValueError as error:
+            raise ValueError(f"--only_folds: {config.run_name}: {error}; choose --methods accordingly") from None
 
 
 def data_paths():
@@ -249,8 +245,9 @@ def main(argv):
             print(f"error: cannot load the data for {config.run_name}: {type(error).__name__}: {error}",
                   file=sys.stderr)
             return 2
-    if only_folds():
-        return run_folds(todo, only_folds(), experiment_dir, paths)
+    folds = only_folds()
+    if folds:
+        return run_folds(todo, folds, experiment_dir, paths)
     failures, skipped = 0, 0
     for i, config in enumerate(todo, 1):
         run_dir = experiment_dir / config.run_name

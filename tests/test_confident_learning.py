@@ -157,7 +157,7 @@ def test_folds_split_over_jobs_are_reused_by_the_run(tmp_path, tiny_run_data):
     folds_dir = run_dir / results.FOLDS
     with pytest.raises(ValueError, match="out of range"):
         train_folds(config, run_dir, [3], data=data, print_fn=quiet)
-    with pytest.raises(ValueError, match="train no folds"):
+    with pytest.raises(ValueError, match="trains no folds"):
         train_folds(dataclasses.replace(config, method="quantization", hparams={}), run_dir, [0], data=data)
     assert not run_dir.exists()  # refused before anything is written
     # Fold 0 is held by a job on another host: skipped, not trained; fold 2 is trained.

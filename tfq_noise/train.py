@@ -22,7 +22,7 @@ from tfq_noise.callbacks import BestEpochKeeper, EpochEvaluation, HistoryWriter,
 from tfq_noise.config import RunConfig
 from tfq_noise.data.pipeline import make_dataset
 from tfq_noise.data import DataPaths, RunData, prepare
-from tfq_noise.methods.confident_learning import fold_data
+from tfq_noise.methods.confident_learning import fold_data as make_fold_data  # train_fold's argument is fold_data
 from tfq_noise.models import build_model
 
 
@@ -297,12 +297,11 @@ def train_folds(config: RunConfig, run_dir: str | Path, folds, paths: DataPaths 
     folds or a fold number is out of range.
     """
     run_dir = Path(run_dir)
-    count = config.recipe.fold_count()
-    bad = [k for k in folds if not 0 <= int(k) < count]
-    if not count:
-        raise ValueError(f"{config.run_name}: its methods ({config.method}) train no folds")
-    if bad:
-        raise ValueError(f"{config.run_name}: fold {bad[0]} is out of range (it trains folds 0 to {count - 1})")
+    folds = [int(k) for k in folds]
+    try:
+        config.recipe.check_folds(folds)
+    except ValueError as error:
+        raise ValueError(f"{config.run_name}: {error}") from None
     keras.utils.set_random_seed(config.seed)
     data = data if data is not None else prepare(config, paths)
     held_out = config.recipe.fold_held_out(data, config.seed)
@@ -310,8 +309,7 @@ def train_folds(config: RunConfig, run_dir: str | Path, folds, paths: DataPaths 
     results.write_json(run_dir / results.CONFIG, config.to_dict())
     finished = []
     for k in folds:
-        k = int(k)
-        if train_fold(config, run_dir / results.FOLDS / f"fold{k}", fold_data(data, held_out[k]), verbose,
+        if train_fold(config, run_dir / results.FOLDS / f"fold{k}", make_fold_data(data, held_out[k]), verbose,
                       print_fn, wait=False) is not None:
             finished.append(k)
     return finished

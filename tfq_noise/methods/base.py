@@ -195,6 +195,15 @@ class Recipe:
         """How many fold runs the recipe's data filter trains (0: none)."""
         return max([m.fold_count(self.hparams) for m in self.methods] + [0])
 
+    def check_folds(self, folds) -> None:
+        """Raises ValueError unless every fold number in ``folds`` is one of the data filter's fold runs."""
+        count = self.fold_count()
+        if not count:
+            raise ValueError(f"{self.name} trains no folds (only a data filter such as cleanlab does)")
+        bad = [k for k in folds if not 0 <= k < count]
+        if bad:
+            raise ValueError(f"fold {bad[0]} is out of range; {self.name} trains folds 0 to {count - 1}")
+
     def fold_held_out(self, data, seed: int) -> list:
         """The held-out training positions of each of the data filter's fold runs (empty: no folds)."""
         for method in self.methods:

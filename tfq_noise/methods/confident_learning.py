@@ -13,9 +13,10 @@ project's training loop:
 
 Its K fold trainings are part of its cost: the run's ``wall_seconds`` counts
 them and ``final.json`` records ``trainings`` (K + 1). The fold runs live in
-``<run>/folds/fold<k>/`` (they resume like any run). A fold run holds a lock while it trains, so folds can be trained by
-other processes or jobs at the same time (``experiments.run --only_folds``):
-a run that reaches a fold held by another job waits for it. ``final.json``'s
+``<run>/folds/fold<k>/`` (they resume like any run). A fold run holds a
+lock while it trains, so other processes or jobs can train folds at the same
+time (``experiments.run --only_folds``); a run that reaches a fold held by
+another job waits for it. ``final.json``'s
 ``data_filter`` gives how many examples were dropped and, where the wrong
 labels are known (synthetic noise, CIFAR-10N), the precision and recall of
 the flags. Memorization metrics of the final model are measured on the kept
