@@ -128,6 +128,11 @@ def test_a_cleanlab_run_trains_its_folds_then_the_model_on_the_kept_examples(tmp
         fold_config = results.read_json(fold_dir / results.CONFIG)
         assert fold_config["method"] == "baseline" and "cleanlab_folds" not in fold_config["hparams"]
         assert results.run_state(fold_dir) == "done"
+    # Its wall time counts the fold trainings it ran, not only the final model's.
+    folds_seconds = sum(results.read_json(run_dir / results.FOLDS / f"fold{k}" / results.FINAL)["wall_seconds"]
+                        for k in range(2))
+    epochs_seconds = sum(r["epoch_seconds"] for r in results.read_csv(run_dir / results.HISTORY))
+    assert final["processes"] == 1 and final["wall_seconds"] >= folds_seconds + epochs_seconds
     predictions = results.read_npz(run_dir / results.PREDICTIONS)
     assert len(predictions["train_probs"]) == info["kept"]  # trained on the kept examples only
     assert set(predictions["train_index"]) <= set(data.train_index)

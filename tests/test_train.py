@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import tfq_noise  # noqa: F401  (selects Keras 2 before TensorFlow loads)
@@ -75,10 +76,13 @@ def resumed(tmp_path_factory, cifar10_dir, tiny_run_data):
                            text=True, timeout=600)
     killed_history = results.read_csv(run_dir / results.HISTORY)
     killed_state = results.run_state(run_dir)
+    killed_clock = results.read_json(run_dir / results.CHECKPOINTS / "wall_clock.json")
     data = tiny_run_data(config)
     lines = Lines()
+    begin = time.time()
     final = train(config, run_dir, data=data, print_fn=lines)
     return {"child": child, "killed_history": killed_history, "killed_state": killed_state, "lines": lines,
+            "killed_clock": killed_clock, "resume_seconds": time.time() - begin,
             "final": final, "config": config, "run_dir": run_dir, "data": data,
             "history": results.read_csv(run_dir / results.HISTORY)}
 
@@ -102,6 +106,17 @@ def test_resume_continues_from_the_last_epoch(resumed):
     assert final["epochs_trained"] == 4 and final["selected_epoch"] == 3
     assert results.run_state(resumed["run_dir"]) == "done"
     assert not (resumed["run_dir"] / results.CHECKPOINTS / "backup").exists()
+
+
+def test_wall_seconds_count_every_process_of_a_resumed_run(resumed):
+    killed, final, history = resumed["killed_clock"], resumed["final"], resumed["history"]
+    # The killed process saved its time at its last epoch end: at least its two epochs.
+    assert killed["processes"] == 1
+    assert killed["seconds"] >= sum(r["epoch_seconds"] for r in history[:2])
+    # The run's time is both processes', not the last one's alone.
+    assert final["processes"] == 2
+    assert final["wall_seconds"] >= killed["seconds"] + sum(r["epoch_seconds"] for r in history[2:])
+    assert final["wall_seconds"] <= killed["seconds"] + resumed["resume_seconds"] + 0.1
 
 
 def test_final_json_schema_and_summary(resumed):

@@ -224,3 +224,32 @@ class ProgressPrinter(keras.callbacks.Callback):
         parts = [f"{k}={logs[k]:.4f}" for k in self.KEYS if logs and k in logs]
         self.print_fn(f"[{self.label}] epoch {epoch + 1}/{self.epochs} ({time.time() - self._start:.0f}s) "
                       + " ".join(parts), flush=True)
+
+
+class WallClock(keras.callbacks.Callback):
+    """Wall-clock seconds a run has taken, summed over the processes that trained it.
+
+    A resumed run would otherwise count only its last process. The total so far is saved in
+    ``path`` (under the run's checkpoints) at every epoch end and whenever ``save`` is called, e.g.
+    after each fold run of a data filter; time a killed process spent after its last save is lost,
+    as is the work it did then.
+    """
+
+    def __init__(self, path: Path):
+        super().__init__()
+        self.path = Path(path)
+        self._start = time.time()
+        earlier = results.read_json(self.path) if self.path.exists() else {}
+        self._earlier = float(earlier.get("seconds", 0.0))
+        self.processes = int(earlier.get("processes", 0)) + 1
+
+    @property
+    def seconds(self) -> float:
+        return self._earlier + time.time() - self._start
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        results.write_json(self.path, {"seconds": round(self.seconds, 1), "processes": self.processes})
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.save()

@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfq_noise import keras, methods, results
-from tfq_noise.callbacks import BestEpochKeeper, EpochEvaluation, HistoryWriter, NanGuard, ProgressPrinter
+from tfq_noise.callbacks import BestEpochKeeper, EpochEvaluation, HistoryWriter, NanGuard, ProgressPrinter, WallClock
 from tfq_noise.config import RunConfig
 from tfq_noise.data.pipeline import make_dataset
 from tfq_noise.data import DataPaths, RunData, prepare
@@ -177,7 +177,9 @@ def train(config: RunConfig, run_dir: str | Path, paths: DataPaths | None = None
     Raises :class:`RunFailed` (after writing ``failed.json``) on a NaN loss.
     """
     run_dir = Path(run_dir)
-    start = time.time()
+    checkpoint_dir = run_dir / results.CHECKPOINTS
+    clock = WallClock(checkpoint_dir / "wall_clock.json")
+    clock.save()
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
@@ -186,16 +188,18 @@ def train(config: RunConfig, run_dir: str | Path, paths: DataPaths | None = None
     run_dir.mkdir(parents=True, exist_ok=True)
     results.write_json(run_dir / results.CONFIG, config.to_dict())
     recipe = config.recipe
-    data, data_filter = recipe.filter_training_data(
-        data, config.seed,
-        lambda name, fold: train_fold(config, run_dir / results.FOLDS / name, fold, verbose, print_fn))
+    def fold_predictions(name, fold):
+        predictions = train_fold(config, run_dir / results.FOLDS / name, fold, verbose, print_fn)
+        clock.save()
+        return predictions
+
+    data, data_filter = recipe.filter_training_data(data, config.seed, fold_predictions)
     if data_filter:
         release_memory()  # the fold models
         keras.utils.set_random_seed(config.seed)
     results.write_json(run_dir / results.PROVENANCE, results.provenance(data.info))
 
     steps_per_epoch = int(np.ceil(len(data.train_images) / config.batch_size))
-    checkpoint_dir = run_dir / results.CHECKPOINTS
     context = TrainContext(config.epochs, steps_per_epoch, checkpoint_dir, task.validation_metric,
                            recipe.selection_start_epoch(config.epochs), learning_rate_sum(config, steps_per_epoch))
     strategy = make_strategy(config.strategy)
@@ -220,6 +224,7 @@ def train(config: RunConfig, run_dir: str | Path, paths: DataPaths | None = None
         HistoryWriter(run_dir / results.HISTORY),
         keras.callbacks.TensorBoard(str(checkpoint_dir / "tensorboard"), write_graph=False, profile_batch=0),
         ProgressPrinter(config.run_name, config.epochs, print_fn),
+        clock,
         # Last: an epoch is backed up only once its evaluation and history row are written.
         keras.callbacks.BackupAndRestore(str(checkpoint_dir / "backup"), delete_checkpoint=False),
     ]
@@ -243,7 +248,8 @@ def train(config: RunConfig, run_dir: str | Path, paths: DataPaths | None = None
         final_eval = {k: v for k, v in history[-1].items() if k.startswith(FINAL_METRIC_PREFIXES)}
     model.save_weights(run_dir / results.WEIGHTS)
     write_predictions(model, data, run_dir / results.PREDICTIONS)
-    final = _summary(config, history, final_eval, task, time.time() - start, data, best_epoch)
+    final = _summary(config, history, final_eval, task, clock.seconds, data, best_epoch)
+    final["processes"] = clock.processes
     final.update(recipe.summary(context))
     final["trainings"] = recipe.trainings()
     if data_filter:
