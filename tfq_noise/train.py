@@ -178,8 +178,7 @@ def train(config: RunConfig, run_dir: str | Path, paths: DataPaths | None = None
     """
     run_dir = Path(run_dir)
     checkpoint_dir = run_dir / results.CHECKPOINTS
-    clock = WallClock(checkpoint_dir / "wall_clock.json")
-    clock.save()
+    clock = WallClock(checkpoint_dir / "wall_clock.json")  # first saved after a fold or an epoch: no folder before
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
@@ -188,6 +187,7 @@ def train(config: RunConfig, run_dir: str | Path, paths: DataPaths | None = None
     run_dir.mkdir(parents=True, exist_ok=True)
     results.write_json(run_dir / results.CONFIG, config.to_dict())
     recipe = config.recipe
+
     def fold_predictions(name, fold):
         predictions = train_fold(config, run_dir / results.FOLDS / name, fold, verbose, print_fn)
         clock.save()
