@@ -50,3 +50,48 @@ class Paired:
         if self.n == 1:
             return f"{self.mean:+.{digits}f}"
         return f"{self.mean:+.{digits}f} ± {self.std:.{digits}f} ({self.gains}/{self.n} > 0)"
+
+
+@dataclasses.dataclass(frozen=True)
+class PairedTest:
+    """Two-sided tests of per-seed differences against zero: Student's paired t-test and the exact sign test.
+
+    ``t_p`` is None with fewer than 2 differences (or all equal: no spread to test against); the sign test
+    ignores ties (zero differences). With 3 seeds the sign test cannot go below p = 0.25: it says how
+    consistent the sign is, the t-test how large the mean is against the seed spread.
+    """
+
+    n: int
+    t: float | None
+    t_p: float | None
+    sign_p: float | None
+
+    @classmethod
+    def of(cls, differences: Mapping[int, float] | Sequence[float]) -> "PairedTest":
+        values = np.asarray([v for v in (differences.values() if isinstance(differences, Mapping) else differences)
+                             if v is not None and math.isfinite(v)], np.float64)
+        n = int(values.size)
+        t = t_p = None
+        if n >= 2 and float(values.std(ddof=1)) > 0:
+            t = float(values.mean() / (values.std(ddof=1) / math.sqrt(n)))
+            t_p = _student_t_two_sided(t, n - 1)
+        nonzero = values[values != 0]
+        sign_p = None
+        if nonzero.size:
+            k, m = int((nonzero > 0).sum()), int(nonzero.size)
+            tail = sum(math.comb(m, i) for i in range(0, min(k, m - k) + 1)) / 2 ** m
+            sign_p = min(1.0, 2 * tail)
+        return cls(n, t, t_p, sign_p)
+
+    def text(self) -> str:
+        """``t p = 0.012, sign p = 0.25``; ``–`` where a test cannot be made."""
+        t = "–" if self.t_p is None else f"{self.t_p:.2g}"
+        sign = "–" if self.sign_p is None else f"{self.sign_p:.2g}"
+        return f"t p = {t}, sign p = {sign}"
+
+
+def _student_t_two_sided(t: float, dof: int) -> float:
+    """Two-sided p-value of Student's t with ``dof`` degrees of freedom (regularized incomplete beta)."""
+    from scipy import special
+
+    return float(special.betainc(dof / 2.0, 0.5, dof / (dof + t * t)))

@@ -1,0 +1,176 @@
+"""The paper's Fig. 3, measured: the gain of every setting of every remedy family over the float baseline,
+the pick of each family on the noisy validation split, and each pick paired with W4/A4 over seeds.
+
+    python -m experiments.fig3 results/recipe_search/recipe_n45k_e20_none      # writes fig3.md, fig3.png there
+
+Reads the sweep's summaries (``tuning/<family>_<noise>_seed<k>.json``, written by ``experiments.tune``)
+and the runs of the folder. The pick is made by ``experiments.tune`` on validation accuracy alone; the test
+accuracy shown here never took part in it.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from experiments import tables  # noqa: E402
+from experiments.tune import SEARCH_SPACES, SUMMARY_DIR  # noqa: E402
+from tfq_noise import results, stats  # noqa: E402
+
+FIGURE, SUMMARY = "fig3.png", "fig3.md"
+FAMILY_COLORS = {"quantization": "tab:blue", "pruning": "tab:green", "dropout": "tab:purple",
+                 "weight_decay": "tab:brown", "label_smoothing": "tab:olive"}
+QAT = "quantization W4/A4"
+
+
+def _accuracy(final: Mapping) -> float:
+    return 100 * tables.metric(final, "last_epoch_test_accuracy")
+
+
+def sweeps(experiment_dir: Path) -> list[dict]:
+    """The sweep summaries of the folder, in family order, then noise rate and seed."""
+    order = {name: i for i, name in enumerate(SEARCH_SPACES)}
+    found = [results.read_json(p) for p in sorted((experiment_dir / SUMMARY_DIR).glob("*.json"))]
+    return sorted(found, key=lambda s: (order.get(s["family"], 99), s["noise_type"], s["noise_rate"], s["seed"]))
+
+
+def _by_run(finals) -> dict[str, dict]:
+    return {Path(f["run_dir"]).name: f for f in finals}
+
+
+def _runs_of(finals, label: str, noise_type: str, rate: float) -> dict[int, dict]:
+    return {f["seed"]: f for f in finals if tables.variant_label(f) == label and f["noise_type"] == noise_type
+            and abs(f["noise_rate"] - rate) < 1e-9}
+
+
+def setting_rows(experiment_dir: Path) -> list[dict]:
+    """One row per trial of every sweep: its setting, validation and test accuracy, gain over the baseline."""
+    finals = results.load_finals(experiment_dir)
+    by_run = _by_run(finals)
+    rows = []
+    for sweep in sweeps(experiment_dir):
+        base = _runs_of(finals, "baseline", sweep["noise_type"], sweep["noise_rate"]).get(sweep["seed"])
+        for trial in sweep["trials"]:
+            final = by_run.get(trial["run"])
+            if final is None:
+                continue
+            rows.append({"family": sweep["family"], "noise_rate": sweep["noise_rate"], "seed": sweep["seed"],
+                         "setting": tables.variant_label(final), "run": trial["run"],
+                         "val_accuracy": 100 * final["final_metrics"]["val_accuracy"], "test_accuracy": _accuracy(final),
+                         "gain": None if base is None else _accuracy(final) - _accuracy(base),
+                         "pick": trial["run"] == sweep["pick"]["run"]})
+    return rows
+
+
+def pick_rows(experiment_dir: Path) -> list[dict]:
+    """Each family's pick (at the sweep's noise rate) over the seeds run, at every rate it ran: paired with
+    W4/A4 and with the baseline."""
+    finals = results.load_finals(experiment_dir)
+    by_run = _by_run(finals)
+    rows = []
+    for sweep in sweeps(experiment_dir):
+        picked = by_run.get(sweep["pick"]["run"])
+        if picked is None:
+            continue
+        label = tables.variant_label(picked)
+        rates = sorted({f["noise_rate"] for f in finals if tables.variant_label(f) == label
+                        and f["noise_type"] == sweep["noise_type"]})
+        for rate in rates:
+            runs = _runs_of(finals, label, sweep["noise_type"], rate)
+            qat = _runs_of(finals, QAT, sweep["noise_type"], rate)
+            base = _runs_of(finals, "baseline", sweep["noise_type"], rate)
+            vs_qat = stats.paired_differences({s: _accuracy(f) for s, f in runs.items()},
+                                              {s: _accuracy(f) for s, f in qat.items()})
+            vs_base = stats.paired_differences({s: _accuracy(f) for s, f in runs.items()},
+                                               {s: _accuracy(f) for s, f in base.items()})
+            rows.append({"family": sweep["family"], "picked_at": sweep["noise_rate"], "setting": label,
+                         "noise_rate": rate, "seeds": sorted(runs), "accuracy": stats.mean_std(
+                             [_accuracy(f) for f in runs.values()]),
+                         "vs_baseline": stats.Paired.of(vs_base), "vs_qat": stats.Paired.of(vs_qat),
+                         "vs_qat_test": stats.PairedTest.of(vs_qat)})
+    return rows
+
+
+def markdown(settings: Sequence[Mapping], picks: Sequence[Mapping], command: str) -> str:
+    lines = [f"Generated by `{command}`.", "",
+             "### Every setting (one seed), gain over the float baseline on the same seed", "",
+             "| family | s | setting | noisy validation % | clean test % | gain over baseline (points) | pick |",
+             "|---|---|---|---|---|---|---|"]
+    for r in settings:
+        gain = "–" if r["gain"] is None else f"{r['gain']:+.1f}"
+        lines.append(f"| {r['family']} | {100 * r['noise_rate']:g}% | {r['setting']} | {r['val_accuracy']:.1f} "
+                     f"| {r['test_accuracy']:.1f} | {gain} | {'**pick**' if r['pick'] else ''} |")
+    lines += ["", "Pick: the highest last-epoch accuracy on the noisy validation split (the labels a user has); "
+              "the clean test accuracy never takes part.", ""]
+    if picks:
+        lines += ["### Each family's pick over seeds, paired with W4/A4", "",
+                  "| family | pick (chosen at s) | s | seeds | clean test % | vs baseline | vs W4/A4 | paired tests vs W4/A4 |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for r in picks:
+            lines.append(f"| {r['family']} | {r['setting']} ({100 * r['picked_at']:g}%) | {100 * r['noise_rate']:g}% "
+                         f"| {len(r['seeds'])} | {tables.mean_text(r['accuracy'])} | {r['vs_baseline'].text()} "
+                         f"| {r['vs_qat'].text()} | {r['vs_qat_test'].text()} |")
+        lines += ["", "Differences: mean ± sample std of the per-seed differences in points (seeds gaining); "
+                  "paired tests two-sided (Student's t, exact sign test).", ""]
+    return "\n".join(lines)
+
+
+def plot(settings: Sequence[Mapping], path: Path, inputs, command: str) -> bool:
+    rates = sorted({r["noise_rate"] for r in settings if r["gain"] is not None})
+    if not rates:
+        return False
+    fig, axes = plt.subplots(len(rates), 1, figsize=(10, 3.8 * len(rates)), squeeze=False)
+    for ax, rate in zip(axes[:, 0], rates):
+        rows = [r for r in settings if r["noise_rate"] == rate and r["gain"] is not None]
+        x = range(len(rows))
+        ax.bar(x, [r["gain"] for r in rows], color=[FAMILY_COLORS.get(r["family"], "gray") for r in rows],
+               edgecolor=["black" if r["pick"] else "none" for r in rows], linewidth=2)
+        ax.set_xticks(list(x))
+        ax.set_xticklabels([r["setting"].replace(" (", "\n(").replace("quantization ", "") for r in rows],
+                           rotation=60, ha="right", fontsize=8)
+        ax.axhline(0, color="black", linewidth=0.8)
+        ax.set_ylabel("gain over baseline\n(points, clean test)", fontsize=10)
+        ax.set_title(f"s = {100 * rate:g}%: every setting of every family (black edge: the family's pick "
+                     f"on noisy validation)", fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    results.atomic_save_figure(fig, path, inputs=inputs, dpi=110, bbox_inches="tight", command=command)
+    plt.close(fig)
+    return True
+
+
+def write(experiment_dir: Path) -> str:
+    experiment_dir = Path(experiment_dir)
+    if not (experiment_dir / SUMMARY_DIR).is_dir():
+        raise FileNotFoundError(f"{experiment_dir} has no {SUMMARY_DIR}/ folder: run python -m experiments.tune "
+                                "on it first")
+    command = f"python -m experiments.fig3 {experiment_dir.as_posix()}"
+    settings, picks = setting_rows(experiment_dir), pick_rows(experiment_dir)
+    text = markdown(settings, picks, command)
+    figure = plot(settings, experiment_dir / FIGURE, [experiment_dir], command)
+    results.atomic_write_text(experiment_dir / SUMMARY, "# Fig. 3, measured\n\n" + text
+                              + (f"\n![Fig. 3]({FIGURE})\n" if figure else ""))
+    return text
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if len(argv) != 1 or argv[0].startswith("-"):
+        print("usage: python -m experiments.fig3 EXPERIMENT_DIR", file=sys.stderr)
+        return 2
+    try:
+        print(write(Path(argv[0])))
+    except (FileNotFoundError, results.DamagedFile) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
