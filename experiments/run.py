@@ -8,6 +8,8 @@ Finished runs are skipped, a killed run resumes from its last epoch, and
 ``--shard_index/--num_shards`` split the grid over a cluster's job array, and
 ``--only_folds`` a cleanlab run's K fold trainings over jobs or processes.
 Every flag is checked, and the data found, before anything is trained or written.
+Exit status: 0 done; 1 a run failed or could not write its files; 2 bad flags, data or results folder
+(nothing written); 130 interrupted (Ctrl-C); 143 terminated (SIGTERM). See docs/reliability.md.
 """
 
 from __future__ import annotations
@@ -17,14 +19,43 @@ import json
 import os
 import resource
 import shutil
+import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
 
-from absl import app, flags
+EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143
 
-import tfq_noise  # noqa: F401  (Keras 2 before TensorFlow)
-from experiments import grid
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's or ``kill``'s stop), raised where Ctrl-C raises KeyboardInterrupt, so that it
+    unwinds the same way: locks released, no file half-written, finished epochs kept."""
+
+
+def _on_sigterm(signum, frame):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one (a scheduler's reminder) must not cut the clean-up
+    raise Terminated
+
+
+def interrupted_status(error: KeyboardInterrupt) -> int:
+    """Says in one line that the command was stopped and how to resume; returns its exit status."""
+    how = "interrupted by SIGTERM" if isinstance(error, Terminated) else "interrupted"
+    print(f"\n{how}: finished epochs are kept; run the same command again to resume", file=sys.stderr, flush=True)
+    return EXIT_TERMINATED if isinstance(error, Terminated) else EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _on_sigterm)
+try:  # TensorFlow's import takes seconds: a Ctrl-C then is a stop like any other
+    from absl import app, flags
+
+    import tfq_noise  # noqa: F401  (Keras 2 before TensorFlow)
+    from . import grid
+except KeyboardInterrupt as _stop:
+    if __name__ != "__main__":
+        raise
+    os._exit(interrupted_status(_stop))  # nothing is written during start-up
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("experiment", "default", "Name of the experiment (a folder under --results_dir).")
@@ -76,8 +107,9 @@ flags.DEFINE_bool("deterministic", False, "Deterministic ops (slower).")
 flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "one_device"], "tf.distribute strategy.")
 flags.DEFINE_enum("precision", "float32", ["float32", "mixed_bfloat16"],
                   "Compute precision; mixed_bfloat16 is faster on CPUs with AVX512-BF16 (measure accuracy first).")
-flags.DEFINE_integer("logical_cpus", 0, "Split the CPU into this many logical devices (to try MirroredStrategy).")
-flags.DEFINE_integer("threads", 0, "TensorFlow intra- and inter-op threads (0: TensorFlow's default).")
+flags.DEFINE_integer("logical_cpus", 0, "Split the CPU into this many logical devices (to try MirroredStrategy).",
+                     lower_bound=0)
+flags.DEFINE_integer("threads", 0, "TensorFlow intra- and inter-op threads (0: TensorFlow's default).", lower_bound=0)
 flags.DEFINE_bool("retry_failed", False, "Run again the runs that failed (e.g. NaN loss).")
 flags.DEFINE_bool("dry_run", False, "List the grid and the state of each run, train nothing.")
 flags.DEFINE_bool("report", True, "Write the report after the grid.")
@@ -192,7 +224,9 @@ def main(argv):
 
     logging.set_verbosity(logging.WARNING)  # keep one line per epoch, not TensorFlow's checkpoint chatter
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+        print(f"error: unexpected argument(s) {' '.join(argv[1:])}: every setting is a flag, --name=value "
+              "(python -m experiments.run --help lists them)", file=sys.stderr)
+        return 2
     try:
         configs = build_grid()
     except ValueError as error:
@@ -223,6 +257,11 @@ def main(argv):
              if counts["failed"] else "")
           + (f"{counts['damaged']} damaged (trained again), " if counts["damaged"] else "")
           + f"{len(todo)} to run", flush=True)
+    if configs and counts["done"] == len(configs):
+        committed = " (committed to git)" if tracked_by_git(experiment_dir / configs[0].run_name / results.FINAL) else ""
+        print(f"every run is already finished in {experiment_dir}{committed}: nothing to train. To train them "
+              f"again, give another --results_dir or --experiment, or delete their folders under {experiment_dir}",
+              flush=True)
     if FLAGS.dry_run:
         for c in configs:
             print(f"  {states[c.run_name]:8s} {c.run_name}")
@@ -279,9 +318,17 @@ def main(argv):
             print(f"[{i}/{len(todo)}] done in {time.time() - start:.0f}s: headline={metric:.4f} "
                   + (f"train/inference-mode gap={gap:+.4f} " if gap is not None else "")
                   + f"peak RSS {peak_rss_mib():.0f} MiB", flush=True)
+            for warning in final.get("warnings") or ():
+                print(f"[{i}/{len(todo)}] warning: {warning}", flush=True)
         except RunFailed as error:
             failures += 1
             print(f"[{i}/{len(todo)}] FAILED: {error}", flush=True)
+        except Exception as error:  # noqa: BLE001  (re-raised below unless the disk or folder failed it)
+            if not write_problem(error):
+                raise
+            print(f"error: {config.run_name} stopped: {write_problem(error)}; it keeps its finished epochs: fix "
+                  "the cause (e.g. free disk space) and run the same command again to resume", file=sys.stderr)
+            return 1
         finally:
             results.release_run_lock(run_dir)
             release_memory()
@@ -289,7 +336,7 @@ def main(argv):
         print(f"{skipped} runs held by other jobs were skipped: run the command again once they finish",
               flush=True)
     if FLAGS.report and experiment_dir.exists() and FLAGS.num_shards == 1 and not skipped:
-        from experiments import report, table1
+        from . import report, table1
 
         try:
             if any(f.get("per_task_f1") for f in results.load_finals(experiment_dir)):
@@ -333,6 +380,24 @@ def run_folds(todo, folds, experiment_dir: Path, paths) -> int:
     return 1 if failures else 0
 
 
+def write_problem(error: BaseException) -> str | None:
+    """One line on an error of the disk or the results folder (a full disk while a checkpoint or a file was
+    written, a folder made read-only), or None for any other error."""
+    text = " ".join(str(error).split())
+    if isinstance(error, OSError) or any(s in text for s in ("No space left", "Disk quota", "Read-only file system")):
+        return f"{type(error).__name__}: {text[:300]}"
+    return None
+
+
+def tracked_by_git(path: Path) -> bool:
+    """Whether ``path`` is a file committed to (tracked by) the git repository it is in."""
+    try:
+        return subprocess.run(["git", "-C", str(Path(path).parent), "ls-files", "--error-unmatch", Path(path).name],
+                              capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
 def data_representatives(configs) -> list:
     """One run per distinct data setting (dataset, noise type, options, subset): checking these finds
     every run's data."""
@@ -373,8 +438,9 @@ def help_text() -> str:
         "Datasets (--dataset) and their noise types (--noise_type):", *noise_lines,
         "Methods (--methods, comma-separated; '+' composes; name[key=value;...] sets hyper-parameters):",
         *method_lines, "",
-        "Exit status: 0 done; 1 a run failed or the report could not be written; 2 bad flags, data or "
-        "results folder (nothing written); 130 interrupted (rerun the same command to resume).", "",
+        "Exit status: 0 done; 1 a run failed, could not write its files, or the report could not be written; "
+        "2 bad flags, data or results folder (nothing written); 130 interrupted (Ctrl-C), 143 terminated "
+        "(SIGTERM): rerun the same command to resume.", "",
         "Flags:", FLAGS.module_help(sys.modules[__name__]) if __name__ in FLAGS.flags_by_module_dict() else
         FLAGS.main_module_help(),
     ])
@@ -383,16 +449,34 @@ def help_text() -> str:
 def _main_interruptible(argv):
     try:
         return main(argv)
-    except KeyboardInterrupt:
-        print("\ninterrupted: finished epochs are kept; run the same command again to resume", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as error:  # Ctrl-C, or SIGTERM (Terminated)
+        return interrupted_status(error)
+
+
+def one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())
+
+
+def parse_flags(argv):
+    """absl's flag parsing, with a bad flag (unknown, misspelled, a bad value, an unreadable flagfile) said in
+    one ``error:`` line and exit status 2, not absl's FATAL line and status 1."""
+    try:
+        return FLAGS(argv)
+    except flags.Error as error:
+        print(f"error: {one_line(error)} (python -m experiments.run --help lists the flags)", file=sys.stderr)
+        sys.exit(2)
 
 
 def run():
-    if any(arg in ("-h", "--help", "-?", "--helpshort") for arg in sys.argv[1:]):
-        print(help_text())
-        sys.exit(0)
-    app.run(_main_interruptible)
+    """The runner's entry point (``python -m experiments.run``, ``tfq-noise run``): SIGTERM stops it like Ctrl-C."""
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        if any(arg in ("-h", "--help", "-?", "--helpshort") for arg in sys.argv[1:]):
+            print(help_text())
+            sys.exit(0)
+        app.run(_main_interruptible, flags_parser=parse_flags)
+    except KeyboardInterrupt as error:  # during flag parsing or --help
+        sys.exit(interrupted_status(error))
 
 
 if __name__ == "__main__":

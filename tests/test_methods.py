@@ -468,8 +468,14 @@ def test_early_stopping_reports_the_selected_model_only(early_stopped):
     assert final["last_memorized"] == pytest.approx(best["memorized"], abs=1e-9)
     assert final["last_train_noisy_accuracy"] == pytest.approx(best["train_noisy_accuracy"], abs=1e-9)
     predictions = results.read_npz(early_stopped["run_dir"] / results.PREDICTIONS)
-    accuracy = np.mean(predictions["test_probs"].argmax(-1) == predictions["test_labels"])
-    assert accuracy == pytest.approx(best["test_accuracy"], abs=2e-3)  # float16 probabilities: rare ties
+    # The saved predictions are the restored (selected) model's: its classes, stored exactly, on every image.
+    from tfq_noise.callbacks import predict_logits
+    from tfq_noise.train import load_trained_model
+
+    model, _, _ = load_trained_model(early_stopped["run_dir"])
+    data = early_stopped["data"]
+    classes = predict_logits(model, data.train_images, data.mean, data.std).argmax(-1)
+    assert np.mean(predictions["train_probs"].argmax(-1) == classes) > 0.99
 
 
 def test_early_stopping_composes_with_label_smoothing(early_stopped):

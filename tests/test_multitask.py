@@ -345,7 +345,9 @@ def _fake_run(directory: Path, method: str, seed: int, scores: dict, hparams=Non
     run.mkdir(parents=True)
     final = {"dataset": "ferplus", "method": method, "seed": seed, "hparams": dict(resolved), "epochs": 10,
              "epochs_trained": 10, "selected_epoch": 7, "per_task_f1": scores,
-             "average_f1": float(np.mean(list(scores.values()))), **extra}
+             "average_f1": float(np.mean(list(scores.values()))), "noise_type": "annotators", "noise_rate": 0.0,
+             "test_accuracy": 0.5, "test_accuracy_last5": None, "best_test_accuracy": 0.5, "wall_seconds": 1.0,
+             **extra}
     (run / "final.json").write_text(json.dumps(final, sort_keys=True))
 
 

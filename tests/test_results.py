@@ -107,13 +107,24 @@ def test_history_round_trip_keeps_numbers_and_gaps(tmp_path):
                     {"epoch": 2, "loss": 1e-05, "val_f1": None, "note": "x"}]
 
 
+FINAL = {"dataset": "cifar10", "method": "baseline", "noise_type": "symmetric", "noise_rate": 0.4, "seed": 0,
+         "hparams": {}, "epochs": 1, "test_accuracy": 0.5, "test_accuracy_last5": None, "best_test_accuracy": 0.5,
+         "wall_seconds": 1.0}
+
+
 def test_run_state_and_finished_runs(tmp_path):
     assert results.run_state(tmp_path / "a") == "new"
-    results.write_csv(tmp_path / "a" / results.HISTORY, [{"epoch": 1}])
+    results.write_csv(tmp_path / "a" / results.HISTORY, [{"epoch": 0}])
     assert results.run_state(tmp_path / "a") == "partial"
+    results.write_csv(tmp_path / "a" / results.HISTORY, [{"epoch": 1}])  # epoch 0 lost: not what a run writes
+    assert results.run_state(tmp_path / "a") == "damaged"
     # A method whose first trainings (confident learning's folds) finished but whose own has not begun: partial.
-    results.write_json(tmp_path / "c" / results.FOLDS / "fold0" / results.FINAL, {"method": "quantization"})
+    results.write_json(tmp_path / "c" / results.FOLDS / "fold0" / results.FINAL, FINAL)
     assert results.run_state(tmp_path / "c") == "partial"
-    results.write_json(tmp_path / "b" / results.FINAL, {"method": "baseline"})
+    results.write_json(tmp_path / "b" / results.FINAL, FINAL)
     assert results.run_state(tmp_path / "b") == "done"
-    assert results.load_finals(tmp_path) == [{"method": "baseline", "run_dir": str(tmp_path / "b")}]
+    assert results.load_finals(tmp_path) == [{**FINAL, "run_dir": str(tmp_path / "b")}]
+    results.write_json(tmp_path / "b" / results.FINAL, {"method": "baseline"})  # valid JSON, not a summary
+    assert results.run_state(tmp_path / "b") == "damaged"
+    with pytest.raises(results.DamagedFile, match="dataset missing"):
+        results.load_finals(tmp_path)

@@ -525,5 +525,5 @@ def test_train_end_to_end(method, tmp_path, tiny_run_data):
     assert 0 <= final["test_accuracy"] <= 1 and final["last_memorized"] is not None
     predictions = results.read_npz(tmp_path / results.PREDICTIONS)
     assert predictions["train_probs"].shape == (len(data.train_images), 10)
-    assert predictions["test_probs"].shape == (100, 10)
-    np.testing.assert_allclose(predictions["test_probs"].astype(np.float64).sum(-1), 1.0, atol=1e-2)
+    assert predictions["val_probs"].shape == (len(predictions["val_labels"]), 10)
+    np.testing.assert_allclose(predictions["val_probs"].astype(np.float64).sum(-1), 1.0, atol=2e-2)

@@ -1,9 +1,12 @@
-"""Callbacks of the training loop: per-epoch evaluation, history, best epoch, progress."""
+"""Callbacks of the training loop: per-epoch evaluation, history, best epoch, progress, and the epoch
+backups a killed run resumes from (:class:`EpochBackup`, :func:`check_backups`)."""
 
 from __future__ import annotations
 
 import json
 import math
+import re
+import shutil
 import time
 from pathlib import Path
 
@@ -253,3 +256,79 @@ class WallClock(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.save()
+
+
+# The epoch backups kept: the last is the one resumed from, the one before it the fallback if the last is damaged.
+BACKUPS_KEPT = 2
+BACKUP_STATE = "checkpoint"  # TensorFlow's list of a folder's checkpoints
+
+
+class EpochBackup(keras.callbacks.BackupAndRestore):
+    """Keras's BackupAndRestore keeping the last :data:`BACKUPS_KEPT` epochs' checkpoints (Keras keeps one)."""
+
+    def __init__(self, backup_dir: Path):
+        super().__init__(str(backup_dir), delete_checkpoint=False)
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        for manager in {id(m): m for m in (self._training_state.read_checkpoint_manager,
+                                           self._training_state.write_checkpoint_manager)}.values():
+            manager._max_to_keep = BACKUPS_KEPT  # read when a save sweeps the older checkpoints
+
+
+def backup_folder(backup_dir: Path) -> Path:
+    """Where :class:`EpochBackup` writes its checkpoints (Keras's chief-worker sub-folder)."""
+    return Path(backup_dir) / "chief"
+
+
+def _checkpoint_problem(prefix: Path) -> tuple[str | None, int | None]:
+    """(why the checkpoint at ``prefix`` cannot be restored or None, the epoch it holds)."""
+    import tensorflow as tf
+
+    try:
+        reader = tf.train.load_checkpoint(str(prefix))
+        epoch = None
+        for name in reader.get_variable_to_dtype_map():
+            value = reader.get_tensor(name)  # reads every byte: a cut data file fails here
+            if name.startswith("ckpt_saved_epoch/"):
+                epoch = int(value)
+        return (None, epoch) if epoch is not None else ("it records no epoch", None)
+    except Exception as error:  # noqa: BLE001  (DataLossError, NotFoundError, OutOfRangeError...: unusable)
+        return " ".join(f"{type(error).__name__}: {error}".split())[:300], None
+
+
+def check_backups(backup_dir: Path) -> tuple[int | None, list[str]]:
+    """Keeps only restorable epoch backups under ``backup_dir``; returns (the epoch a resumed run continues
+    after, or None to start from scratch; what was wrong, one line each).
+
+    Every checkpoint is read in full, newest first; a damaged one (cut by a full disk or a kill, "not an
+    sstable") is named and deleted, and TensorFlow's list of checkpoints is rewritten to the good ones, so
+    the run resumes from the last good epoch. Without a good one the backups are removed.
+    """
+    folder = backup_folder(backup_dir)
+    if not folder.is_dir():
+        return None, []
+    for leftover in folder.glob("*_temp*"):  # a save interrupted before TensorFlow merged its files
+        shutil.rmtree(leftover, ignore_errors=True) if leftover.is_dir() else leftover.unlink(missing_ok=True)
+    numbers = sorted({int(m.group(1)) for p in folder.iterdir() if (m := re.fullmatch(r"ckpt-(\d+)\..*", p.name))},
+                     reverse=True)
+    good, notes = [], []
+    for number in numbers:
+        prefix = folder / f"ckpt-{number}"
+        problem, epoch = _checkpoint_problem(prefix)
+        if problem is None and len(good) < BACKUPS_KEPT:
+            good.append((number, epoch))
+            continue
+        if problem is not None:
+            notes.append(f"checkpoint {prefix} is damaged ({problem}): removed")
+        for path in folder.glob(f"ckpt-{number}.*"):
+            path.unlink(missing_ok=True)
+    if not good:
+        shutil.rmtree(backup_dir, ignore_errors=True)
+        return None, notes
+    # TensorFlow's CheckpointState text: the newest good one is restored; all are swept by later saves.
+    names, now = [f"ckpt-{n}" for n, _ in sorted(good)], time.time()
+    results.atomic_write_text(folder / BACKUP_STATE, "\n".join(
+        [f'model_checkpoint_path: "{names[-1]}"', *(f'all_model_checkpoint_paths: "{n}"' for n in names),
+         *(f"all_model_checkpoint_timestamps: {now}" for _ in names), f"last_preserved_timestamp: {now - 1}"]) + "\n")
+    return good[0][1], notes

@@ -58,6 +58,7 @@ class RunConfig:
             raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
         methods.resolve(self.method, self.hparams)  # raises on a bad method or hyper-parameter
         check_model_arguments(self.model, self.model_kwargs)
+        check_dataset_arguments(self.dataset, self.dataset_kwargs)
         from tfq_noise.models.applications import method_kwargs_problem
 
         problem = method_kwargs_problem(self.model, self.recipe.model_kwargs())
@@ -156,6 +157,26 @@ def check_model_arguments(model: str, model_kwargs: Mapping[str, Any]) -> None:
             hint = " (true or false)" if isinstance(default, bool) else ""
             raise ValueError(f"model {model!r}: {key}={value!r} should be a {type(default).__name__}{hint} like "
                              f"its default {default!r}")
+    from tfq_noise.models import argument_problem
+
+    problem = argument_problem(model_kwargs)
+    if problem:
+        raise ValueError(f"model {model!r}: {problem}")
+
+
+def check_dataset_arguments(dataset: str, dataset_kwargs: Mapping[str, Any]) -> None:
+    """Raises ValueError for a dataset_kwargs key the dataset does not take, naming those it takes (an unknown
+    dataset is left to the registry)."""
+    from tfq_noise.data.registry import DATASET_OPTIONS, registry_key
+
+    try:
+        accepted = DATASET_OPTIONS[registry_key(dataset)]
+    except (ValueError, KeyError):
+        return
+    unknown = sorted(set(dict(dataset_kwargs)) - set(accepted))
+    if unknown:
+        takes = f"it takes {', '.join(sorted(accepted))}" if accepted else "it takes none"
+        raise ValueError(f"unknown dataset_kwargs {', '.join(unknown)}: not an option of {dataset} ({takes})")
 
 
 def _short(value) -> str:

@@ -9,8 +9,11 @@
 * ``failed.json`` — instead of ``final.json`` when the run stopped on an error
   such as a NaN loss;
 * ``provenance.json`` — commit, package versions, machine, data source;
-* ``predictions.npz`` — the final model's class probabilities (float16) on the
-  training, validation and test sets, with their labels (about 1 MB);
+* ``predictions.npz`` — the final model's class probabilities on the training and
+  validation sets, with their labels (about 300 KB for 45,000 + 5,000 CIFAR-10
+  images; see :func:`write_predictions`; files written before also hold the test set);
+* ``warnings`` in ``final.json`` — what makes the run's figures doubtful (e.g. too
+  few training steps for BatchNorm to settle), also printed when it starts;
 * ``model.weights.h5`` and ``checkpoints/`` — never committed.
 
 A figure made from runs records where it came from: :func:`atomic_save_figure` with ``inputs`` writes into the
@@ -172,11 +175,23 @@ def write_npz(path: Path, arrays: Mapping[str, Any]) -> None:
 
 
 def read_npz(path: Path) -> dict:
-    """The arrays of an ``.npz`` written by :func:`write_npz`; object arrays (pickles) are refused."""
+    """The arrays of an ``.npz`` written by :func:`write_npz`, or by :func:`write_predictions` (then in the plain
+    layout: float16 probabilities, int64 labels and indices); object arrays (pickles) are refused."""
     import numpy as np
 
+    from tfq_noise import predictions
+
     with np.load(path, allow_pickle=False) as data:
-        return {k: data[k] for k in data.files}
+        arrays = {k: data[k] for k in data.files}
+    return predictions.decode_predictions(arrays) if predictions.FORMAT_KEY in arrays else arrays
+
+
+def write_predictions(path: Path, arrays: Mapping[str, Any], exact: Iterable[str] = (), softmax: bool = True) -> None:
+    """Writes a run's ``predictions.npz`` compactly (:mod:`tfq_noise.predictions`); :func:`read_npz` reads it back
+    in the plain layout. ``exact``: the splits whose probabilities stay float16; ``softmax``: rows sum to 1."""
+    from tfq_noise import predictions
+
+    write_npz(path, predictions.encode_predictions(arrays, exact, softmax))
 
 
 def remove_stale_temporaries(directory: Path) -> int:
@@ -282,15 +297,58 @@ def _number(text: str):
     return int(value) if value.is_integer() and "." not in text and "e" not in text.lower() else value
 
 
+def read_history(path: Path) -> list[dict]:
+    """A run's ``history.csv``: one row per epoch, numbers only (empty where a column began later), epochs
+    0, 1, ... in order. Raises :class:`DamagedFile` for anything else (a cut header, text such as ``abc``)."""
+    rows = read_csv(path)
+    if not Path(path).exists():
+        return rows
+    with open(path, newline="") as f:
+        header = next(csv.reader(f), [])
+    if "epoch" not in header:
+        raise DamagedFile(f"{path} is damaged (its header {','.join(header)!r} has no epoch column)")
+    for line, row in enumerate(rows, 2):
+        text = [f"{k}={v!r}" for k, v in row.items() if isinstance(v, str)]
+        if text:
+            raise DamagedFile(f"{path} is damaged (line {line} holds text where numbers belong: {', '.join(text)})")
+        if row["epoch"] != line - 2:
+            raise DamagedFile(f"{path} is damaged (line {line} is epoch {row['epoch']}, expected {line - 2})")
+    return rows
+
+
+# final.json: the type of each key every run has (None allowed where a run may have no value).
+FINAL_TYPES = {"dataset": str, "method": str, "noise_type": str, "noise_rate": (int, float), "seed": int,
+               "hparams": dict, "epochs": int, "test_accuracy": (int, float, type(None)),
+               "test_accuracy_last5": (int, float, type(None)), "best_test_accuracy": (int, float, type(None)),
+               "wall_seconds": (int, float)}
+
+
+def read_final(path: Path) -> dict:
+    """A run's ``final.json``, checked: every key of :data:`FINAL_KEYS` with its type, and as many history rows
+    as epochs trained. Raises :class:`DamagedFile` naming the file and what is wrong."""
+    final = read_json(path)
+    wrong = [f"{key} missing" if key not in final else f"{key}={final[key]!r}" for key, kind in FINAL_TYPES.items()
+             if key not in final or isinstance(final[key], bool) or not isinstance(final[key], kind)]
+    if wrong:
+        raise DamagedFile(f"{path} is damaged (not a run summary: {', '.join(wrong)})")
+    history = Path(path).parent / HISTORY
+    rows = read_history(history)
+    if history.exists() and isinstance(final.get("epochs_trained"), int) and len(rows) != final["epochs_trained"]:
+        raise DamagedFile(f"{history} is damaged (it holds {len(rows)} epochs, {path} says "
+                          f"{final['epochs_trained']} were trained)")
+    return final
+
+
 def run_state(run_dir: Path) -> str:
-    """'done', 'damaged' (a final.json, config.json or history.csv that cannot be read), 'failed',
-    'partial' (checkpoints, history or fold trainings but no result) or 'new'."""
+    """'done', 'damaged' (a final.json, config.json or history.csv that cannot be read or is not what the
+    project writes), 'failed', 'partial' (checkpoints, history or fold trainings but no result) or 'new'."""
     run_dir = Path(run_dir)
     try:
-        for name in (FINAL, CONFIG):
-            if (run_dir / name).exists():
-                read_json(run_dir / name)
-        read_csv(run_dir / HISTORY)
+        if (run_dir / CONFIG).exists():
+            read_json(run_dir / CONFIG)
+        if (run_dir / FINAL).exists():
+            read_final(run_dir / FINAL)
+        read_history(run_dir / HISTORY)
     except DamagedFile:
         return "damaged"
     if (run_dir / FINAL).exists():
@@ -305,16 +363,15 @@ def run_state(run_dir: Path) -> str:
 def load_finals(experiment_dir: Path) -> list[dict]:
     """Every finished run's final.json below ``experiment_dir``, with its ``run_dir``.
 
-    Raises :class:`DamagedFile` naming every run whose final.json, config.json or history.csv cannot be read.
+    Raises :class:`DamagedFile` naming every run whose final.json, config.json or history.csv cannot be read
+    (:func:`read_final`): a report over its runs stops rather than show a damaged one.
     """
     finals, damaged = [], []
     for path in sorted(Path(experiment_dir).glob(f"*/{FINAL}")):
         try:
-            final = read_json(path)
-            for name in (CONFIG,):
-                if (path.parent / name).exists():
-                    read_json(path.parent / name)
-            read_csv(path.parent / HISTORY)
+            final = read_final(path)
+            if (path.parent / CONFIG).exists():
+                read_json(path.parent / CONFIG)
         except DamagedFile as error:
             damaged.append(str(error))
             continue

@@ -18,7 +18,8 @@ import numpy as np
 import tensorflow as tf
 
 from tfq_noise import keras, methods, results
-from tfq_noise.callbacks import BestEpochKeeper, EpochEvaluation, HistoryWriter, NanGuard, ProgressPrinter, WallClock
+from tfq_noise.callbacks import (EpochBackup, EpochEvaluation, HistoryWriter, NanGuard, ProgressPrinter, WallClock,
+                                 check_backups)
 from tfq_noise.config import RunConfig
 from tfq_noise.data.pipeline import make_dataset
 from tfq_noise.data import DataPaths, RunData, prepare
@@ -88,35 +89,74 @@ def build_run_model(config: RunConfig, input_shape, num_outputs: int, steps_per_
 FINAL_METRIC_PREFIXES = ("test_", "val_", "train_", "trainmode_", "memorized", "corrected", "mode_gap")
 
 
-def write_predictions(model, data: RunData, path: Path) -> None:
-    """The final model's class probabilities on the training, validation and test sets (float16 ``.npz``).
+def write_predictions(model, data: RunData, path: Path, exact: tuple[str, ...] = ()) -> None:
+    """The final model's class probabilities on the training and validation sets (:func:`results.write_predictions`;
+    ``exact``: the splits kept as float16, e.g. a fold's held-out split, which a method reads back).
 
     With the labels (noisy and clean) and, where known, the examples' indices in the dataset's training
-    set, a label-error analysis or a peer method can reuse the run without its weights.
+    set, a label-error analysis or a peer method can reuse the run without its weights. The test set's are not
+    kept (no reader; its metrics are in ``history.csv`` and ``final.json``).
     """
     from tfq_noise.callbacks import predict_logits
 
     def probabilities(images):
         logits = np.asarray(predict_logits(model, images, data.mean, data.std), np.float64)
         if data.task.multilabel:
-            return (1.0 / (1.0 + np.exp(-logits))).astype(np.float16)
+            return 1.0 / (1.0 + np.exp(-logits))
         shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
-        return (shifted / shifted.sum(axis=-1, keepdims=True)).astype(np.float16)
+        return shifted / shifted.sum(axis=-1, keepdims=True)
 
     arrays = {
         "train_probs": probabilities(data.train_images),
         "train_labels": np.asarray(data.train_labels),
         "train_clean_labels": np.asarray(data.train_clean_labels),
         "train_corrupted": np.asarray(data.train_corrupted, bool),
-        "test_probs": probabilities(data.test_images),
-        "test_labels": np.asarray(data.test_labels),
     }
     if len(data.val_images):
         arrays.update(val_probs=probabilities(data.val_images), val_labels=np.asarray(data.val_labels))
     for name in ("train_index", "val_index"):
         if getattr(data, name, None) is not None:
             arrays[name] = np.asarray(getattr(data, name), np.int64)
-    results.write_npz(path, arrays)
+    results.write_predictions(path, arrays, exact=exact, softmax=not data.task.multilabel)
+
+
+# Fewer optimizer steps than this leave BatchNorm's moving statistics (momentum 0.99: 0.99^100 = 37% of their
+# start) far from the data's: inference-mode accuracy then sits near chance whatever the training did.
+MIN_STEPS = 100
+
+
+def few_steps_warnings(train_examples: int, batch_size: int, epochs: int) -> list[str]:
+    """Why a run's figures will mean little because it takes too few steps (empty if it takes enough)."""
+    steps = int(np.ceil(train_examples / batch_size))
+    if train_examples < batch_size:
+        return [f"{train_examples} training examples are fewer than one batch of {batch_size}: one step an epoch, "
+                f"{epochs} in all, too few for BatchNorm's moving statistics to settle (expect chance accuracy and a "
+                "large train/inference-mode gap); lower --batch_size or give more images"]
+    if steps * epochs < MIN_STEPS:
+        return [f"only {steps * epochs} training steps ({steps} an epoch x {epochs} epochs, {train_examples} examples "
+                f"in batches of {batch_size}): under {MIN_STEPS}, BatchNorm's moving statistics do not settle "
+                "(expect a large train/inference-mode gap); lower --batch_size or train more epochs or images"]
+    return []
+
+
+def resume_from_scratch_if_inconsistent(run_dir: Path, name: str, print_fn=print) -> None:
+    """Checks a killed run's epoch backups (:func:`check_backups`) before it resumes, and that its history
+    holds every epoch up to the backup's; says what it found, and removes what cannot be resumed from."""
+    backup_dir = run_dir / results.CHECKPOINTS / "backup"
+    epoch, notes = check_backups(backup_dir)
+    rows = results.read_history(run_dir / results.HISTORY)
+    if epoch is not None and [r["epoch"] for r in rows[: epoch + 1]] != list(range(epoch + 1)):
+        notes.append(f"{run_dir / results.HISTORY} lacks epochs up to {epoch + 1}, the checkpoint's")
+        shutil.rmtree(backup_dir, ignore_errors=True)
+        epoch = None
+    if notes and epoch is None:  # the early-stopping state of the discarded epochs goes with them
+        for stale in ("best_epoch.json", "best.weights.h5"):
+            (run_dir / results.CHECKPOINTS / stale).unlink(missing_ok=True)
+    for note in notes:
+        print_fn(f"[{name}] {note}", flush=True)
+    if notes:
+        print_fn(f"[{name}] " + (f"resuming after epoch {epoch + 1}, the last good one" if epoch is not None
+                                 else "no good checkpoint left: training from scratch"), flush=True)
 
 
 def _summary(config: RunConfig, history: list[dict], final_eval: dict, task, wall_seconds: float,
@@ -170,11 +210,12 @@ def _summary(config: RunConfig, history: list[dict], final_eval: dict, task, wal
 
 
 def train(config: RunConfig, run_dir: str | Path, paths: DataPaths | None = None, data: RunData | None = None,
-          verbose: int = 0, print_fn=print) -> dict:
+          verbose: int = 0, print_fn=print, exact_predictions: tuple[str, ...] = ()) -> dict:
     """Trains one run into ``run_dir`` and returns its ``final.json`` content.
 
-    Resumes from the last finished epoch if ``run_dir`` holds checkpoints.
-    Raises :class:`RunFailed` (after writing ``failed.json``) on a NaN loss.
+    Resumes from the last finished epoch if ``run_dir`` holds checkpoints (from the one before if the last
+    is damaged, from scratch without a good one, saying so). Raises :class:`RunFailed` (after writing
+    ``failed.json``) on a NaN loss; an OSError (e.g. a full disk) leaves the run resumable.
     """
     run_dir = Path(run_dir)
     checkpoint_dir = run_dir / results.CHECKPOINTS
@@ -202,6 +243,10 @@ def train(config: RunConfig, run_dir: str | Path, paths: DataPaths | None = None
     steps_per_epoch = int(np.ceil(len(data.train_images) / config.batch_size))
     context = TrainContext(config.epochs, steps_per_epoch, checkpoint_dir, task.validation_metric,
                            recipe.selection_start_epoch(config.epochs), learning_rate_sum(config, steps_per_epoch))
+    warnings = few_steps_warnings(len(data.train_images), config.batch_size, config.epochs)
+    for warning in warnings:
+        print_fn(f"[{config.run_name}] warning: {warning}", flush=True)
+    resume_from_scratch_if_inconsistent(run_dir, config.run_name, print_fn)
     strategy = make_strategy(config.strategy)
     with strategy.scope():
         model = build_run_model(config, data.input_shape, task.num_classes, steps_per_epoch)
@@ -226,7 +271,7 @@ def train(config: RunConfig, run_dir: str | Path, paths: DataPaths | None = None
         ProgressPrinter(config.run_name, config.epochs, print_fn),
         clock,
         # Last: an epoch is backed up only once its evaluation and history row are written.
-        keras.callbacks.BackupAndRestore(str(checkpoint_dir / "backup"), delete_checkpoint=False),
+        EpochBackup(checkpoint_dir / "backup"),
     ]
     model.fit(train_ds, epochs=config.epochs, callbacks=callbacks, verbose=verbose)
 
@@ -247,8 +292,9 @@ def train(config: RunConfig, run_dir: str | Path, paths: DataPaths | None = None
     else:
         final_eval = {k: v for k, v in history[-1].items() if k.startswith(FINAL_METRIC_PREFIXES)}
     model.save_weights(run_dir / results.WEIGHTS)
-    write_predictions(model, data, run_dir / results.PREDICTIONS)
+    write_predictions(model, data, run_dir / results.PREDICTIONS, exact_predictions)
     final = _summary(config, history, final_eval, task, clock.seconds, data, best_epoch)
+    final["warnings"] = warnings
     final["processes"] = clock.processes
     final.update(recipe.summary(context))
     final["trainings"] = recipe.trainings()
@@ -287,7 +333,8 @@ def train_fold(config: RunConfig, fold_dir: Path, fold_data: RunData, verbose: i
             results.remove_stale_temporaries(fold_dir)
             release_memory()
             train(fold_config, fold_dir, data=fold_data, verbose=verbose,
-                  print_fn=lambda line, **kwargs: print_fn(f"  {fold_dir.name}: {line}", **kwargs))
+                  print_fn=lambda line, **kwargs: print_fn(f"  {fold_dir.name}: {line}", **kwargs),
+                  exact_predictions=("val",))  # the held-out fold's probabilities: the method's input
         return results.read_npz(fold_dir / results.PREDICTIONS)
     finally:
         results.release_run_lock(fold_dir)

@@ -336,16 +336,78 @@ def split_from_tfds_examples(
     return Split(images=np.ascontiguousarray(images[order]), labels=labels[order], index=index[order])
 
 
+# Where TFDS downloads CIFAR-10 from (its cifar10 builder's URL), and how long a first contact may wait for it.
+DOWNLOAD_HOST = ("www.cs.toronto.edu", 443)
+PROBE_SECONDS = 4.0
+
+
+def download_host_problem(timeout: float = PROBE_SECONDS) -> str | None:
+    """Why TFDS could not download CIFAR-10 (its host, or the HTTPS proxy in the environment, does not answer
+    a TCP connection within ``timeout`` seconds), or None. Takes at most about ``timeout`` seconds, where TFDS
+    itself retries for minutes."""
+    import socket
+    import threading
+    from urllib.parse import urlsplit
+
+    proxy = os.environ.get("https_proxy") or os.environ.get("HTTPS_PROXY")
+    host, port = DOWNLOAD_HOST
+    if proxy:
+        parts = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        host, port = parts.hostname or host, parts.port or 8080
+    outcome: dict = {}
+
+    def connect():  # in a thread: name resolution has no timeout of its own
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            outcome["ok"] = True
+        except Exception as error:  # noqa: BLE001  (OSError; anything else is as unreachable)
+            outcome["error"] = error
+
+    thread = threading.Thread(target=connect, daemon=True)
+    thread.start()
+    thread.join(timeout + 0.5)
+    if outcome.get("ok"):
+        return None
+    if "error" in outcome:
+        return f"cannot connect to {host}:{port} ({outcome['error']})"
+    return f"{host}:{port} did not answer within {timeout:g} s"
+
+
+def offline_hint() -> str:
+    """How to give the project an offline CIFAR-10, with the shared data folder's command where it exists."""
+    hint = f"give an offline copy (the folder holding {BINARY_FOLDER}/) with --cifar10_dir=DIR or {ENV_VAR}=DIR"
+    shared = os.environ.get("TFQ_NOISE_SHARED_DATASETS") or os.path.join(
+        os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "..", "shared", "datasets")
+    script = os.path.join(shared, "cifar10", "materialize.py")
+    if os.path.isfile(script):
+        shown = os.path.relpath(script)
+        shown = shown if not shown.startswith(os.path.join("..", "..")) else os.path.abspath(script)
+        hint += f"; `python {shown} DIR` writes one from the shared data folder"
+    return hint
+
+
 def load_tfds(data_dir: str | None = None) -> Cifar10:
-    """Loads CIFAR-10 through TFDS (downloads if needed) and sorts it into official order."""
+    """Loads CIFAR-10 through TFDS (downloads if needed) and sorts it into official order.
+
+    Where TFDS has not prepared it yet, its download host is probed first (:func:`download_host_problem`):
+    offline, this fails in seconds with how to give an offline copy.
+    """
     import tensorflow_datasets as tfds  # heavy; only needed on this path
 
+    try:
+        prepared = tfds.builder("cifar10", data_dir=data_dir).is_prepared()
+    except Exception:  # noqa: BLE001  (an unreadable data_dir: let tfds.load say why)
+        prepared = False
+    problem = None if prepared else download_host_problem()
+    if problem:
+        raise RuntimeError(f"CIFAR-10 is not in TFDS's data folder and TFDS cannot download it: {problem}. "
+                           f"Offline? {offline_hint()}")
     try:
         datasets = tfds.load("cifar10", split=["train", "test"], data_dir=data_dir, batch_size=-1)
     except Exception as error:  # TFDS raises many kinds; all mean "not available"
         raise RuntimeError(
-            f"TFDS could not load 'cifar10' (data_dir={data_dir!r}): {error}. Offline? Set "
-            f"{ENV_VAR} (or pass cifar10_dir) to a directory holding {BINARY_FOLDER}/."
+            f"TFDS could not load 'cifar10' (data_dir={data_dir!r}): {' '.join(str(error).split())[:400]}. "
+            f"Offline? {offline_hint()}"
         ) from error
     splits = []
     for name, dataset in zip(("train", "test"), datasets):
@@ -365,6 +427,7 @@ def load_tfds(data_dir: str | None = None) -> Cifar10:
 
 def prepare(config, paths: base.DataPaths) -> base.RunData:
     """CIFAR-10 with synthetic noise (seeded) or CIFAR-10N's human labels (``--cifar10n_path``)."""
+    base.options(config, {})  # takes no dataset_kwargs
     data = load(paths.cifar10_dir, paths.tfds_data_dir)
     train_idx, val_idx, subset = base.subset_and_split(len(data.train), config.train_size, config.validation_fraction)
     human = None

@@ -28,6 +28,15 @@ NOISE_TYPES: dict[str, tuple[str, ...]] = {
     "tfds:NAME": classification.NOISE_TYPES,
 }
 
+# The dataset_kwargs each dataset takes, with their defaults (CIFAR-10: none).
+DATASET_OPTIONS: dict[str, dict] = {
+    "cifar10": {},
+    "ferplus": ferplus.FERPLUS_DEFAULTS,
+    "bp4d": bp4d.BP4D_DEFAULTS,
+    "folder": folder.DEFAULTS,
+    "tfds:NAME": tfds_images.DEFAULTS,
+}
+
 
 def registry_key(dataset: str) -> str:
     """The PREPARERS key of ``dataset`` ('tfds:mnist' → 'tfds:NAME'); ValueError if unknown."""

@@ -86,7 +86,7 @@ def run_batches(model_path: str, inputs_path: str, outputs_path: str, kernels: s
 
     # Imported as files, without the tfq_noise package (which loads TensorFlow): numpy and the stdlib only.
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from benchmark import delegation
+    from bench_worker import delegation
     from litert_run import invoke_batches
 
     kwargs = {"num_threads": 1}

@@ -33,8 +33,15 @@ float32 reference of the same architecture (input shape and kernel shapes,
 read from the files; ratios are never computed across architectures): the
 float32 model exported from the same run (read from the ``<model>.tflite.json``
 that ``tfq_noise.deploy.export`` writes), else the first float32 model given,
-or ``--reference``. Targets reported (met or not): int8 latency at 1 thread
-<= 0.30x the float32 one, int8 file <= 0.28x.
+or ``--reference``; an int8 model without one is listed with what is missing
+(``not_compared``). Targets, reported met or not for ResNet20 only (the network
+they were set for, named from the export report): int8 latency at 1 thread
+<= 0.30x the float32 one, int8 file <= 0.28x. Other networks get ratios only.
+
+Every model is checked before anything is timed (exit 2, nothing written): a
+TFLite file, of the size and SHA-256 its export report records, that LiteRT
+loads and runs once in a subprocess; and so are the settings (threads, runs,
+batch, rounds >= 1) and ``--output`` (its folder must take a new file).
 
 ``--rounds=R`` runs every model R times in turn (round robin), pooling the
 timed samples: other load on the machine then weighs on every model alike.
@@ -49,12 +56,10 @@ int8/float32 latency ratios are given by both timers.
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import os
 import platform
-import re
 import shutil
 import subprocess
 import sys
@@ -62,121 +67,17 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from tfq_noise.deploy import checks
+from tfq_noise.deploy.bench_worker import delegation, measure  # noqa: F401  (the worker's API, re-exported)
+from tfq_noise.deploy.cross_check import parse_litert_benchmark, run_litert_benchmark  # noqa: F401
+
 LATENCY_TARGET = 0.30
 SIZE_TARGET = 0.28
+# The targets were set for ResNet20 on CIFAR-10 (the committed models); other networks get ratios, no target.
+TARGET_NETWORK = "ResNet20"
+TARGETS = {TARGET_NETWORK: {"int8_latency_ratio_1_thread_max": LATENCY_TARGET, "int8_size_ratio_max": SIZE_TARGET}}
 
-
-# ----------------------------------------------------------------------------- worker (subprocess)
-
-
-def _status_bytes(field: str) -> int:
-    """``VmRSS`` / ``VmHWM`` of this process from /proc/self/status, in bytes."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
-def _reset_peak_rss() -> bool:
-    """Resets VmHWM to the current RSS (Linux >= 4.0); False if not allowed."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def _peak_rss_bytes() -> int:
-    # VmHWM is the peak of this process image: unlike getrusage's ru_maxrss, it
-    # does not inherit the (TensorFlow-sized) peak of the parent that forked us.
-    return _status_bytes("VmHWM")
-
-
-def delegation(ops: Sequence[dict]) -> dict:
-    """Which operators the delegate(s) took, from ``Interpreter._get_ops_details()``.
-
-    Delegate nodes are appended after the model's operators; each covers the
-    operators found walking back from its outputs to its inputs.
-    """
-    original = [op for op in ops if op["op_name"] != "DELEGATE"]
-    delegates = [op for op in ops if op["op_name"] == "DELEGATE"]
-    producer = {}
-    for position, op in enumerate(original):
-        for tensor in op["outputs"]:
-            producer[int(tensor)] = position
-    covered: set[int] = set()
-    for node in delegates:
-        boundary = {int(t) for t in node["inputs"]}
-        stack = [producer[int(t)] for t in node["outputs"] if int(t) in producer]
-        while stack:
-            position = stack.pop()
-            if position in covered:
-                continue
-            covered.add(position)
-            for tensor in original[position]["inputs"]:
-                tensor = int(tensor)
-                if tensor >= 0 and tensor not in boundary and tensor in producer:
-                    stack.append(producer[tensor])
-    left = sorted({original[i]["op_name"] for i in range(len(original)) if i not in covered})
-    return {"applied": bool(delegates), "delegate_nodes": len(delegates), "delegated_ops": len(covered),
-            "total_ops": len(original), "ops_not_delegated": left}
-
-
-def _random_input(detail, batch: int):
-    import numpy as np
-
-    shape = [batch, *[int(d) for d in detail["shape"][1:]]]
-    rng = np.random.default_rng(0)
-    dtype = np.dtype(detail["dtype"])
-    if dtype.kind == "f":
-        return rng.standard_normal(shape).astype(dtype)
-    info = np.iinfo(dtype)
-    return rng.integers(info.min, info.max + 1, shape).astype(dtype)
-
-
-def _time_invokes(interpreter, warmup: int, runs: int) -> list[float]:
-    for _ in range(warmup):
-        interpreter.invoke()
-    samples = []
-    for _ in range(runs):
-        start = time.perf_counter_ns()
-        interpreter.invoke()
-        samples.append((time.perf_counter_ns() - start) / 1e6)
-    return samples
-
-
-def measure(model_path: str, threads: Sequence[int], warmup_runs: int, runs: int, batch: int,
-            batch_runs: int) -> dict:
-    """One model, in this process (run it in a fresh one: see ``run_worker``). Raw samples in ms."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    peak_reset = _reset_peak_rss()
-    base_rss = _status_bytes("VmRSS")
-    out: dict = {"latency_samples_ms": {}, "batch_samples_ms": {}, "xnnpack": {}, "peak_reset": peak_reset}
-    for n in threads:
-        interpreter = Interpreter(model_path=model_path, num_threads=n)
-        detail = interpreter.get_input_details()[0]
-        interpreter.resize_tensor_input(detail["index"], [1, *detail["shape"][1:]])
-        interpreter.allocate_tensors()
-        out["xnnpack"][str(n)] = delegation(interpreter._get_ops_details())  # pylint: disable=protected-access
-        interpreter.set_tensor(detail["index"], _random_input(detail, 1))
-        out["input_dtype"] = str(detail["dtype"].__name__)
-        out["latency_samples_ms"][str(n)] = _time_invokes(interpreter, warmup_runs, runs)
-        del interpreter
-    out["peak_rss_delta_bytes_batch1"] = _peak_rss_bytes() - base_rss
-    if batch > 1 and batch_runs > 0:
-        for n in threads:
-            interpreter = Interpreter(model_path=model_path, num_threads=n)
-            detail = interpreter.get_input_details()[0]
-            interpreter.resize_tensor_input(detail["index"], [batch, *detail["shape"][1:]])
-            interpreter.allocate_tensors()
-            interpreter.set_tensor(detail["index"], _random_input(detail, batch))
-            out["batch_samples_ms"][str(n)] = _time_invokes(interpreter, 3, batch_runs)
-            del interpreter
-        out["peak_rss_delta_bytes_batch"] = _peak_rss_bytes() - base_rss
-    return out
+_WORKER = Path(__file__).resolve().with_name("bench_worker.py")
 
 
 def run_worker(model_path: str | Path, threads: Sequence[int], warmup_runs: int, runs: int, batch: int,
@@ -184,47 +85,13 @@ def run_worker(model_path: str | Path, threads: Sequence[int], warmup_runs: int,
     """``measure`` in a fresh Python process; adds whether LiteRT logged the XNNPACK delegate."""
     spec = json.dumps({"model_path": str(model_path), "threads": list(threads), "warmup_runs": warmup_runs,
                        "runs": runs, "batch": batch, "batch_runs": batch_runs})
-    proc = subprocess.run([sys.executable, "-P", str(Path(__file__).resolve()), "--_worker", spec],
+    proc = subprocess.run([sys.executable, "-P", str(_WORKER), "--_worker", spec],
                           capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
         raise RuntimeError(f"benchmark of {model_path} failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     result["xnnpack_logged"] = "XNNPACK delegate" in proc.stderr
     return result
-
-
-_LITERT_FIELDS = {"Model initialization": "init_ms", "Warmup (first)": "warmup_first_ms",
-                  "Warmup (avg)": "warmup_avg_ms",
-                  **{f"Inference ({k})": f"{k}_ms" for k in ("avg", "min", "max", "median", "std", "p5", "p95")}}
-
-
-def parse_litert_benchmark(text: str) -> dict:
-    """What ``litert-benchmark`` (ai-edge-litert 2.3.0) prints on stdout: times in ms, runs, full delegation."""
-    labels = "|".join(re.escape(label) for label in _LITERT_FIELDS)
-    out: dict = {_LITERT_FIELDS[label]: float(value)
-                 for label, value in re.findall(rf"^({labels}):\s+([0-9.]+) ms", text, re.M)}
-    runs = re.search(r"^Inference \(avg\):\s+[0-9.]+ ms \((\d+) runs\)", text, re.M)
-    if runs is None:
-        raise ValueError("no 'Inference (avg): <ms> ms (<n> runs)' line in litert-benchmark's output")
-    out["runs"] = int(runs.group(1))
-    accelerated = re.search(r"^Fully accelerated:\s+(True|False)", text, re.M)
-    out["fully_accelerated"] = None if accelerated is None else accelerated.group(1) == "True"
-    return out
-
-
-def run_litert_benchmark(executable: str, model_path: str | Path, threads: int, warmup_runs: int, runs: int,
-                         timeout: float = 600) -> dict:
-    """``litert-benchmark`` on one model at one thread count (CPU, XNNPACK), parsed."""
-    argv = [executable, f"--model={model_path}", f"--num_threads={threads}", f"--warmup_runs={warmup_runs}",
-            f"--num_runs={runs}"]
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
-    try:
-        if proc.returncode != 0:
-            raise ValueError(f"exit {proc.returncode}")
-        return parse_litert_benchmark(proc.stdout)
-    except ValueError as error:
-        raise RuntimeError(f"litert-benchmark on {model_path} ({threads} threads) failed: {error}:\n"
-                           f"{(proc.stdout + proc.stderr)[-2000:]}") from None
 
 
 # ----------------------------------------------------------------------------- statistics and report
@@ -252,6 +119,22 @@ def _source_run(sidecar: dict) -> str | None:
     if source.get("experiment") and source.get("run"):
         return f"{source['experiment']}/{source['run']}"
     return source.get("run_dir")
+
+
+def network(sidecar: dict) -> str | None:
+    """The network a model was exported from, by name (``ResNet20``, ``ResNet8``, ``MobileNetV2 (alpha=0.35)``),
+    from its export report; None without one."""
+    source = sidecar.get("source") or {}
+    model, kwargs = source.get("model"), dict(source.get("model_kwargs") or {})
+    if not model:
+        return None
+    if model == "resnet20":
+        blocks, width = kwargs.pop("blocks_per_stage", 3), kwargs.pop("base_filters", 16)
+        shape = {k: v for k, v in kwargs.items() if k in ("batchnorm",) and v is False}
+        extra = ([f"base_filters={width}"] if width != 16 else []) + [f"{k}={v}" for k, v in shape.items()]
+        return f"ResNet{6 * int(blocks) + 2}" + (f" ({', '.join(extra)})" if extra else "")
+    shape = {k: v for k, v in kwargs.items() if k in ("alpha", "width", "depth", "blocks_per_stage")}
+    return model + (f" ({', '.join(f'{k}={v}' for k, v in sorted(shape.items()))})" if shape else "")
 
 
 def _machine() -> dict:
@@ -293,6 +176,7 @@ def summarize_model(path: Path, raw_rounds: list[dict], threads: Sequence[int], 
         "kind": side.get("kind") or ("float32" if first["input_dtype"].startswith("float") else "int8"),
         "input_dtype": first["input_dtype"],
         "source_run": _source_run(side),
+        "network": network(side),
         "architecture": _architecture(path),
         "size_bytes": path.stat().st_size,
         "latency_ms": {},
@@ -352,11 +236,18 @@ def compare(entries: list[dict], threads: Sequence[int], reference: str | None =
             "throughput_ratio": {n: entry["throughput_images_per_s"][n] / ref["throughput_images_per_s"][n]
                                  for n in entry["throughput_images_per_s"] if n in ref["throughput_images_per_s"]},
         }
-        item["latency_target"] = {"threads": int(one), "max_ratio": LATENCY_TARGET,
-                                  "ratio": item["latency_ratio"].get(one),
-                                  "met": item["latency_ratio"].get(one, float("inf")) <= LATENCY_TARGET}
-        item["size_target"] = {"max_ratio": SIZE_TARGET, "ratio": item["size_ratio"],
-                               "met": item["size_ratio"] <= SIZE_TARGET}
+        item["network"] = entry.get("network")
+        if entry.get("network") in TARGETS and ref.get("network") == entry.get("network"):
+            item["latency_target"] = {"threads": int(one), "max_ratio": LATENCY_TARGET,
+                                      "ratio": item["latency_ratio"].get(one),
+                                      "met": item["latency_ratio"].get(one, float("inf")) <= LATENCY_TARGET}
+            item["size_target"] = {"max_ratio": SIZE_TARGET, "ratio": item["size_ratio"],
+                                   "met": item["size_ratio"] <= SIZE_TARGET}
+        else:
+            item["latency_target"] = item["size_target"] = None
+            item["targets_not_applied"] = (
+                f"the targets are set for {TARGET_NETWORK}; this is "
+                + (entry["network"] if entry.get("network") else "a network of unknown name (no export report)"))
         if "cross_check" in entry and "cross_check" in ref:  # by both timers, same models
             a, b = entry["cross_check"], ref["cross_check"]
             lb = "litert_benchmark_avg_ms"
@@ -367,6 +258,31 @@ def compare(entries: list[dict], threads: Sequence[int], reference: str | None =
     return comparisons
 
 
+NO_FLOAT = "no float32"
+
+
+def not_compared(entries: list[dict], comparisons: list[dict]) -> list[dict]:
+    """The integer models that got no ratio, and what is missing."""
+    done = {c["model"] for c in comparisons}
+    out = []
+    for e in entries:
+        if _is_float(e) or e["name"] in done:
+            continue
+        what = ("its architecture could not be read from the file" if e["architecture"] is None else
+                "no float32 model of the same architecture was given")
+        out.append({"model": e["name"], "missing": what,
+                    "fix": "export its run with --kind=float32 too and pass both files (or name the float32 file "
+                           "with --reference)"})
+    return out
+
+
+def _ratio_cell(ratio, target, digits: int) -> str:
+    if ratio is None:
+        return "n/a"
+    text = f"{ratio:.{digits}f}x"
+    return text + ("" if target is None else (" ok" if target["met"] else " MISS"))
+
+
 def format_table(entries: list[dict], comparisons: list[dict], threads: Sequence[int], batch: int) -> str:
     by_model = {c["model"]: c for c in comparisons}
     cross = any("cross_check" in e for e in entries)
@@ -374,7 +290,7 @@ def format_table(entries: list[dict], comparisons: list[dict], threads: Sequence
     for n in threads:
         header += [f"p50 {n}t ms", f"p90 {n}t ms"] + ([f"mean {n}t ms", f"litert-bm {n}t ms"] if cross else [])
     header += [f"b{batch} {n}t img/s" for n in threads]
-    header += ["peak MB", "XNNPACK", "lat ratio", "size ratio"]
+    header += ["peak MB", "XNNPACK", f"lat ratio {min(threads)}t", "size ratio"]
     rows = [header]
     for e in entries:
         row = [e["name"], e["kind"], f"{e['size_bytes'] / 1024:.1f}"]
@@ -384,33 +300,47 @@ def format_table(entries: list[dict], comparisons: list[dict], threads: Sequence
             if cross:
                 cc = e.get("cross_check", {}).get(str(n))
                 row += [f"{cc['ours_mean_ms']:.3f}", f"{cc['litert_benchmark_avg_ms']:.2f}"] if cc else ["", ""]
-        row += [f"{e['throughput_images_per_s'].get(str(n), float('nan')):.0f}" for n in threads]
+        row += [f"{e['throughput_images_per_s'][str(n)]:.0f}" if str(n) in e["throughput_images_per_s"] else "n/a"
+                for n in threads]
         x = e["xnnpack"][str(threads[0])]
         peak = e.get(f"peak_rss_delta_mb_batch{batch}", e["peak_rss_delta_mb_batch1"])
         row += [f"{peak:.1f}",
                 f"{'yes' if e['xnnpack_applied'] else 'no'} {x['delegated_ops']}/{x['total_ops']}"]
         c = by_model.get(e["name"])
         if c:
-            lt, st = c["latency_target"], c["size_target"]
-            row += [f"{lt['ratio']:.2f}{' ok' if lt['met'] else ' MISS'}",
-                    f"{st['ratio']:.4f}{' ok' if st['met'] else ' MISS'}"]
+            row += [_ratio_cell(c["latency_ratio"].get(str(min(threads))), c["latency_target"], 2),
+                    _ratio_cell(c["size_ratio"], c["size_target"], 4)]
         else:
-            row += ["ref", "ref"] if _is_float(e) else ["-", "-"]
+            row += ["reference", "reference"] if _is_float(e) else [NO_FLOAT, NO_FLOAT]
         rows.append(row)
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows)
 
 
+def check_settings(threads: Sequence[int], warmup_runs: int, runs: int, batch: int, batch_runs: int,
+                   rounds: int) -> None:
+    """Raises :class:`~tfq_noise.deploy.checks.InputError` for settings LiteRT would abort on or that time nothing."""
+    bad = [f"{name}={value}" for name, value, low in (
+        ("warmup_runs", warmup_runs, 0), ("runs", runs, 1), ("batch", batch, 1), ("batch_runs", batch_runs, 0),
+        ("rounds", rounds, 1)) if not isinstance(value, int) or value < low]
+    if not threads or any(not isinstance(n, int) or n < 1 for n in threads):
+        bad.insert(0, f"threads={list(threads)}")
+    if bad:
+        raise checks.InputError(f"bad benchmark settings {', '.join(bad)}: threads, runs, batch and rounds must be "
+                                ">= 1, warmup_runs and batch_runs >= 0")
+
+
 def benchmark(models: Sequence[str | Path], threads: Sequence[int] = (1, 2), warmup_runs: int = 50,
               runs: int = 500, batch: int = 32, batch_runs: int = 20, rounds: int = 1,
               reference: str | None = None, cross_check: str | None = None) -> dict:
-    """``cross_check``: the ``litert-benchmark`` executable to time every model with too (None: not)."""
+    """``cross_check``: the ``litert-benchmark`` executable to time every model with too (None: not).
+    Bad settings or models raise :class:`~tfq_noise.deploy.checks.InputError` before anything is timed."""
+    threads = list(threads)
+    check_settings(threads, warmup_runs, runs, batch, batch_runs, rounds)
     paths = [Path(m) for m in models]
-    missing = [str(p) for p in paths if not p.is_file()]
-    if missing:
-        raise FileNotFoundError(f"no such model file(s): {missing}")
     if not paths:
-        raise ValueError("no models given")
+        raise checks.InputError("no models given")
+    checks.check_models(paths)
     load_before = os.getloadavg()
     start = time.time()
     raw: dict[Path, list[dict]] = {p: [] for p in paths}
@@ -428,7 +358,7 @@ def benchmark(models: Sequence[str | Path], threads: Sequence[int] = (1, 2), war
         "load_average_before": load_before,
         "load_average_after": os.getloadavg(),
         "wall_seconds": round(time.time() - start, 1),
-        "settings": {"threads": list(threads), "warmup_runs": warmup_runs, "runs": runs, "batch": batch,
+        "settings": {"threads": threads, "warmup_runs": warmup_runs, "runs": runs, "batch": batch,
                      "batch_runs": batch_runs, "rounds": rounds,
                      "delegates": "LiteRT defaults (XNNPACK on CPU)",
                      "memory": "VmHWM (reset before loading) minus VmRSS before loading the model, "
@@ -436,76 +366,111 @@ def benchmark(models: Sequence[str | Path], threads: Sequence[int] = (1, 2), war
                      "cross_check": {"tool": "litert-benchmark", "executable": cross_check,
                                      "compared": "its average (printed to 0.01 ms) vs the mean of our samples"}
                      if cross_check else None},
-        "targets": {"int8_latency_ratio_1_thread_max": LATENCY_TARGET, "int8_size_ratio_max": SIZE_TARGET},
+        "targets": {"network": TARGET_NETWORK, **TARGETS[TARGET_NETWORK],
+                    "applied": f"only to int8 models of {TARGET_NETWORK} against a float32 {TARGET_NETWORK}"},
         "models": entries,
         "comparisons": comparisons,
+        "not_compared": not_compared(entries, comparisons),
     }
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m tfq_noise.deploy.benchmark", description=__doc__.split("\n\n")[0])
+def _parser() -> checks.Parser:
+    p = checks.Parser(prog="python -m tfq_noise.deploy.benchmark", description=__doc__.split("\n\n")[0])
     p.add_argument("models", nargs="+", help=".tflite files")
     p.add_argument("--output", default=None,
                    help="write the JSON report here (default: print only; no file is written or overwritten)")
-    p.add_argument("--threads", default="1,2", help="thread counts, comma-separated")
-    p.add_argument("--warmup_runs", type=int, default=50)
-    p.add_argument("--runs", type=int, default=500, help="timed batch-1 invocations per thread count")
-    p.add_argument("--batch", type=int, default=32, help="batch size of the throughput measurement")
-    p.add_argument("--batch_runs", type=int, default=20, help="timed invocations at that batch size")
-    p.add_argument("--rounds", type=int, default=1, help="round-robin repetitions over the models")
-    p.add_argument("--reference", default=None, help="the float32 model to compare int8 models with")
+    p.add_argument("--threads", type=checks.int_list, default=[1, 2],
+                   help="thread counts, comma-separated, each >= 1 (default: 1,2)")
+    p.add_argument("--warmup_runs", type=checks.non_negative_int, default=50, help="untimed invocations first")
+    p.add_argument("--runs", type=checks.positive_int, default=500,
+                   help="timed batch-1 invocations per thread count")
+    p.add_argument("--batch", type=checks.positive_int, default=32,
+                   help="batch size of the throughput measurement (1: none)")
+    p.add_argument("--batch_runs", type=checks.non_negative_int, default=20,
+                   help="timed invocations at that batch size (0: none)")
+    p.add_argument("--rounds", type=checks.positive_int, default=1, help="round-robin repetitions over the models")
+    p.add_argument("--reference", default=None,
+                   help="the float32 model to compare int8 models with (default: the float32 export of the same "
+                        "run, else the first float32 model of the same architecture)")
     p.add_argument("--cross_check", action="store_true",
                    help="also time every model with litert-benchmark (same threads, warm-up and runs)")
     p.add_argument("--litert_benchmark", default="litert-benchmark", help="the litert-benchmark executable")
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    from tfq_noise.deploy.flatbuffer import check_model_file
-
-    args = _parser().parse_args(argv)
-    try:
-        threads = [int(t) for t in args.threads.split(",") if t.strip()]
-        for model in [*args.models, *([args.reference] if args.reference else [])]:
-            check_model_file(model)
-        cross_check = shutil.which(args.litert_benchmark) if args.cross_check else None
-        if args.cross_check and cross_check is None:
-            raise ValueError(f"--cross_check: {args.litert_benchmark!r} is not an executable on PATH "
-                             "(ai-edge-litert 2.3.0 installs litert-benchmark; or pass --litert_benchmark=PATH)")
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    try:
-        report = benchmark(args.models, threads, args.warmup_runs, args.runs, args.batch, args.batch_runs,
-                           args.rounds, args.reference, cross_check)
-    except (FileNotFoundError, ValueError, RuntimeError) as error:
-        print(f"benchmark failed: {error}", file=sys.stderr)
-        return 1
-    output = Path(args.output) if args.output else None
-    if output is not None:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        partial = output.with_name(f".tmp-{output.name}")
-        partial.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
-        os.replace(partial, output)  # never half a report
+def _print_report(report: dict, threads: Sequence[int], batch: int) -> None:
     m = report["machine"]
     print(f"{m['cpu']} ({m['cpu_count']} CPUs, {','.join(m['simd'])}), ai-edge-litert {m['ai_edge_litert']}, "
           f"{report['date']}, load average before {report['load_average_before'][0]:.2f}")
-    print(format_table(report["models"], report["comparisons"], threads, args.batch))
+    print(format_table(report["models"], report["comparisons"], threads, batch))
     for c in report["comparisons"]:
+        one = str(min(threads))
+        latency = c["latency_ratio"].get(one)
+        text = (f"{c['model']} vs {c['reference']} ({c['reference_chosen_by']}): latency "
+                f"{'n/a' if latency is None else f'{latency:.3f}x'} at {one} thread(s), size {c['size_ratio']:.4f}x")
         lt, st = c["latency_target"], c["size_target"]
-        print(f"{c['model']} vs {c['reference']} ({c['reference_chosen_by']}): latency {lt['ratio']:.3f}x at "
-              f"{lt['threads']} thread (target <= {LATENCY_TARGET}: {'met' if lt['met'] else 'NOT met'}), "
-              f"size {st['ratio']:.4f}x (target <= {SIZE_TARGET}: {'met' if st['met'] else 'NOT met'})")
+        if lt is not None:
+            text += (f" (targets for {TARGET_NETWORK}: latency <= {LATENCY_TARGET}: {'met' if lt['met'] else 'NOT met'}"
+                     f", size <= {SIZE_TARGET}: {'met' if st['met'] else 'NOT met'})")
+        else:
+            text += f" (no target: {c['targets_not_applied']})"
+        print(text)
         for n, r in c.get("cross_check_latency_ratio", {}).items():
             lb = "n/a" if r["litert_benchmark"] is None else f"{r['litert_benchmark']:.3f}x"
             print(f"  cross-check, {n} thread(s): latency {r['ours_mean']:.3f}x by our mean, {lb} by litert-benchmark")
+    for item in report["not_compared"]:
+        print(f"{item['model']}: no int8/float32 ratios: {item['missing']}; {item['fix']}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    output = None
+    try:
+        models = list(args.models)
+        if args.reference and Path(args.reference).resolve() not in {Path(m).resolve() for m in models}:
+            models.append(args.reference)  # timed too: a ratio needs both
+        check_settings(args.threads, args.warmup_runs, args.runs, args.batch, args.batch_runs, args.rounds)
+        if args.output:
+            output = checks.check_output(args.output)
+        cross_check = shutil.which(args.litert_benchmark) if args.cross_check else None
+        if args.cross_check and cross_check is None:
+            raise checks.InputError(f"--cross_check: {args.litert_benchmark!r} is not an executable on PATH "
+                                    "(ai-edge-litert 2.3.0 installs litert-benchmark; or pass --litert_benchmark=PATH)")
+    except checks.InputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return checks.EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("error: interrupted; nothing was written", file=sys.stderr)
+        return checks.EXIT_INTERRUPTED
+    try:
+        report = benchmark(models, args.threads, args.warmup_runs, args.runs, args.batch, args.batch_runs,
+                           args.rounds, args.reference, cross_check)
+        if output is not None:
+            from tfq_noise import results
+
+            results.atomic_write_text(output, json.dumps(report, indent=2, sort_keys=True) + "\n")  # never half
+    except checks.InputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return checks.EXIT_BAD_INPUT
+    except (RuntimeError, ValueError, subprocess.TimeoutExpired) as error:
+        print(f"error: benchmark failed: {_one_line(error)}", file=sys.stderr)
+        return checks.EXIT_FAILED
+    except OSError as error:
+        print(f"error: cannot write the report to {output}: {error.strerror or error}; nothing was written",
+              file=sys.stderr)
+        return checks.EXIT_FAILED
+    except KeyboardInterrupt:
+        print("error: interrupted; no report was written", file=sys.stderr)
+        return checks.EXIT_INTERRUPTED
+    _print_report(report, args.threads, args.batch)
     print(f"wrote {output}" if output is not None else "not written (pass --output=PATH to keep the report)")
     return 0
 
 
+def _one_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip() and not line.startswith("INFO:")]
+    return " | ".join(lines[:1] + lines[-1:]) if len(lines) > 1 else (lines[0] if lines else type(error).__name__)
+
+
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "--_worker":
-        spec = json.loads(sys.argv[2])
-        print(json.dumps(measure(**spec)))
-        sys.exit(0)
     sys.exit(main())

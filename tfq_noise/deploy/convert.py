@@ -67,24 +67,45 @@ def convert_qat_int8(model) -> bytes:
 
 
 AEQ_WEIGHT_BITS = {"aeq_w8a8": 8, "aeq_w4a8": 4}
+AEQ_PACKAGE = "litert-quantizer"  # formerly ai-edge-quantizer (0.10.0); same API, imported as litert_quantizer
+AEQ_TOOL = f"{AEQ_PACKAGE} static recipe"
+
+
+def _litert_quantizer():
+    try:
+        from litert_quantizer import qtyping, quantizer
+    except ImportError:
+        raise ExportError(f"the aeq_* kinds need {AEQ_PACKAGE}: pip install {AEQ_PACKAGE}==0.11.0") from None
+    return qtyping, quantizer
+
+
+def aeq_version() -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(AEQ_PACKAGE)
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def convert_aeq(float_tflite: bytes, calibration_images: np.ndarray, weight_bits: int) -> bytes:
-    """Static post-training quantization of a float32 .tflite with ``ai-edge-quantizer``.
+    """Static post-training quantization of a float32 .tflite with ``litert-quantizer`` (the maintained
+    ``ai-edge-quantizer``; module ``litert_quantizer``).
 
-    Its static recipe on every supported op: int8 activations (min/max ranges
-    calibrated on the normalized float images, one per step), ``weight_bits``
-    weights per output channel (4: packed ``INT4`` tensors, the W4A8 recipe).
+    Its static recipe on every supported op (``Quantizer.add_static_config``, the configuration
+    ``recipe.static_wi8_ai8()`` spells out for 8 bits, here with ``weight_bits``): int8 activations
+    (min/max ranges calibrated on the normalized float images, one per step), ``weight_bits`` weights per
+    output channel (4: packed ``INT4`` tensors, the W4A8 recipe).
     """
     from ai_edge_litert.interpreter import Interpreter
-    from ai_edge_quantizer import qtyping, quantizer
 
+    qtyping, quantizer = _litert_quantizer()
     images = np.asarray(calibration_images, np.float32)
     if images.ndim != 4 or len(images) == 0:
-        raise ExportError(f"ai-edge-quantizer needs calibration images [N, H, W, C], got shape {images.shape}")
+        raise ExportError(f"{AEQ_PACKAGE} needs calibration images [N, H, W, C], got shape {images.shape}")
     signatures = Interpreter(model_content=float_tflite).get_signature_list()
     if len(signatures) != 1:
-        raise ExportError(f"ai-edge-quantizer export needs one signature, the float model has {list(signatures)}")
+        raise ExportError(f"{AEQ_PACKAGE} export needs one signature, the float model has {list(signatures)}")
     (key, signature), = signatures.items()
     (input_name,) = signature["inputs"]
     qt = quantizer.Quantizer(bytearray(float_tflite))

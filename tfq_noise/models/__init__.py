@@ -20,10 +20,27 @@ MODELS: dict[str, Callable] = {
 }
 
 
+# Integer arguments that must be at least this, whichever model takes them (0 blocks builds a model of no block).
+MINIMUM_ARGUMENTS = {"blocks_per_stage": 1, "base_filters": 1, "head_units": 0}
+
+
+def argument_problem(kwargs) -> str | None:
+    """Why ``kwargs`` cannot build a model (an argument of :data:`MINIMUM_ARGUMENTS` below its minimum), or None."""
+    for key, low in MINIMUM_ARGUMENTS.items():
+        value = dict(kwargs).get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value < low:
+            return f"model_kwargs {key}={value}: must be >= {low}"
+    return None
+
+
 def build_model(name: str, **kwargs):
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
+    problem = argument_problem(kwargs)
+    if problem:
+        raise ValueError(f"model {name!r}: {problem}")
     return MODELS[name](**kwargs)
 
 
-__all__ = ["APPLICATIONS", "DROPOUT_POSITIONS", "MODELS", "build_model", "resnet20"]
+__all__ = ["APPLICATIONS", "DROPOUT_POSITIONS", "MINIMUM_ARGUMENTS", "MODELS", "argument_problem", "build_model",
+           "resnet20"]
