@@ -1,14 +1,14 @@
 """Ranks a run's training examples by how likely their given label is wrong, from its predictions.npz.
 
     python -m experiments.find_label_errors --run_dir=results/cpu_cifar10/<run>
-    python -m experiments.find_label_errors --run_dir=results/cpu_cifar10/<run> --images=false
+    python -m experiments.find_label_errors --run_dir=results/<folder experiment>/<run> [--folder_path=DIR]
     python -m experiments.find_label_errors --run_dirs=F0,F1,F2,F3,F4 --split=val --output_dir=results/label_errors
 
 Two scorers, on the probabilities p of the final model(s):
 
-* ``cleanlab``: ``cleanlab.filter.find_label_issues(labels, pred_probs,
-  return_indices_ranked_by="self_confidence")`` (confident learning); its flagged examples, in the library's
-  order, come first in the ranking;
+* ``cleanlab``: :func:`tfq_noise.label_errors.find_label_errors` (``cleanlab.filter.find_label_issues(labels,
+  pred_probs, return_indices_ranked_by="self_confidence")``, confident learning); its flagged examples, in the
+  library's order, come first in the ranking;
 * ``disagreement``: score 1 - p(given label); flagged where the predicted class differs from the given label.
 
 ``--split=train`` reads a run's training examples (in-sample: the model was fitted on those labels);
@@ -17,33 +17,39 @@ Two scorers, on the probabilities p of the final model(s):
 validation splits are K disjoint folds give out-of-sample probabilities for every example (clean labels are then
 taken from the runs' training arrays holding the same index); ``--combine=mean`` averages shared examples.
 
-Writes into ``--output_dir`` (default: the run dir), atomically: ``label_errors.csv`` (one row per example,
-best suspect first), ``label_errors.png`` (the top suspects with their given and predicted classes; CIFAR-10
-only; ``--images=false`` skips it) and ``label_errors.json`` (the summary). Where clean labels are known
-(CIFAR-10 synthetic noise, CIFAR-10N), each scorer's flags are measured against the truth (given != clean):
-precision, recall, F1, and the average precision (area under the precision-recall curve) of its ranking.
+Writes into ``--output_dir`` (default: the run dir), atomically: ``label_errors.csv`` (``--gzip``: ``.csv.gz``;
+one row per example, best suspect first, with class names and, for ``--dataset=folder`` runs, each image's file;
+``--rows=flagged``: the examples either scorer flags), ``label_errors.png`` (the top suspects, from CIFAR-10 or a
+folder run's own files; ``--images=auto`` draws it where the images are at hand and says why not otherwise) and
+``label_errors.json``. Where clean labels are known (CIFAR-10 synthetic noise, CIFAR-10N, a CSV with
+``clean_label``), each scorer's flags are measured against them (given != clean): precision, recall, F1 and the
+average precision of its ranking; synthetic noise over a folder without clean labels is measured against its
+flips only. Without either, nothing is measured: the flags are suspects to review.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import io
 import sys
 from pathlib import Path
 
 import numpy as np
 
 import tfq_noise  # noqa: F401  (Keras 2 before TensorFlow)
-from tfq_noise import results
+from tfq_noise import label_errors, results
+from tfq_noise.label_errors import average_precision, flag_metrics
 from tfq_noise.data import cifar10
 
 CSV_NAME, PNG_NAME, JSON_NAME = "label_errors.csv", "label_errors.png", "label_errors.json"
 SPLITS = ("train", "val")
 COMBINE = ("disjoint", "mean")
-CLEANLAB_FILTERS = ("prune_by_noise_rate", "prune_by_class", "both", "confident_learning", "predicted_neq_given",
-                    "low_normalized_margin", "low_self_confidence")
+ROWS = ("all", "flagged")
+CLEANLAB_FILTERS = label_errors.FILTERS
 SAME_SETTING = ("dataset", "noise_type", "noise_rate", "seed", "train_size")  # runs combined must agree on these
-PROB_TOLERANCE = 0.02  # float16 rows sum to 1 within rounding
+PROB_TOLERANCE = label_errors.PROB_TOLERANCE
+TOP_PRINTED = 10  # suspects printed where no ground truth is known
 
 
 class InputError(ValueError):
@@ -58,9 +64,12 @@ class Examples:
     clean: np.ndarray | None  # int64 [N] where every example's clean label is known, else None
     runs: np.ndarray  # int64 [N], how many runs' probabilities were averaged
     clean_known: int = 0  # examples whose clean label is known
+    paths: list[str] | None = None  # the image file of each example (--dataset=folder runs)
+    truth: str | None = None  # what the truth is, where known: "clean labels" or "synthetic flips only"
 
 
-def _read(run_dir: Path) -> tuple[dict, dict]:
+def _read(run_dir: Path) -> tuple[dict, dict, dict]:
+    """A run's config, predictions and the ``data`` of its provenance (empty dicts where absent)."""
     if not run_dir.is_dir():
         raise InputError(f"no run directory at {run_dir}")
     path = run_dir / results.PREDICTIONS
@@ -74,13 +83,24 @@ def _read(run_dir: Path) -> tuple[dict, dict]:
             raise InputError(f"{path} holds object arrays (pickles), which are refused (allow_pickle=False); it "
                              "was not written by this project") from None
         raise InputError(f"{path} is damaged ({type(error).__name__}: {error})") from None
-    config = {}
-    if (run_dir / results.CONFIG).is_file():
+    found = []
+    for name in (results.CONFIG, "provenance.json"):
         try:
-            config = results.read_json(run_dir / results.CONFIG)
+            found.append(results.read_json(run_dir / name) if (run_dir / name).is_file() else {})
         except results.DamagedFile as error:
             raise InputError(str(error)) from None
-    return config, arrays
+    config, provenance = found
+    data_info = provenance.get("data") if isinstance(provenance.get("data"), dict) else {}
+    return config, arrays, data_info
+
+
+def _truth_kind(config: dict, data_info: dict) -> str | None:
+    """What ``train_clean_labels`` of a run are: the clean labels, the given ones (no truth) plus synthetic flips."""
+    if data_info.get("clean_labels_given") is not False:
+        return "clean labels"
+    if config.get("noise_type") not in (None, "original") and (config.get("noise_rate") or 0) > 0:
+        return "synthetic flips only (the dataset gives no clean labels; its own labels count as right)"
+    return None
 
 
 def _integers(arrays: dict, key: str, n: int, path: Path) -> np.ndarray:
@@ -144,24 +164,37 @@ def _label_table(records: list[tuple]) -> tuple[np.ndarray, np.ndarray, np.ndarr
     return unique, table_given, table_clean
 
 
-def load_examples(run_dirs: list[Path], split: str = "train", combine: str = "disjoint") -> tuple[Examples, list]:
-    """Reads and checks every run, then assembles their examples by dataset index."""
-    runs, parts, records = [], [], []
+def load_examples(run_dirs: list[Path], split: str = "train", combine: str = "disjoint",
+                  folder_path: str | None = None) -> tuple[Examples, list]:
+    """Reads and checks every run, then assembles their examples by dataset index (and, for ``--dataset=folder``
+    runs, finds each example's image file)."""
+    runs, parts, records, files, truths = [], [], [], {}, set()
     for run_dir in run_dirs:
-        config, arrays = _read(run_dir)
+        config, arrays, data_info = _read(run_dir)
         path = run_dir / results.PREDICTIONS
         if split == "val" and config.get("validation_labels") == "clean":
             raise InputError(f"{run_dir}: its validation labels are the clean ones (validation_labels=clean), "
                              "not noisy labels to check")
+        truth = _truth_kind(config, data_info)
+        truths.add(truth)
         part = check_split(arrays, split, path)
-        records.append((part["index"], part["labels"], part.get("clean")))
+        if config.get("dataset") == "folder":
+            try:
+                found = label_errors.folder_run_files(config.get("dataset_kwargs") or {}, data_info, part["index"],
+                                                      part.get("clean"), folder_path)
+            except (ValueError, OSError) as error:
+                raise InputError(f"{run_dir}: {error}") from None
+            files.update(zip(part["index"].tolist(), found))
+        records.append((part["index"], part["labels"], part.get("clean") if truth else None))
         if split != "train" and all(f"train_{k}" in arrays for k in ("probs", "labels", "clean_labels", "index")):
             train = check_split(arrays, "train", path)  # clean labels of examples other runs hold out
-            records.append((train["index"], train["labels"], train["clean"]))
+            records.append((train["index"], train["labels"], train["clean"] if truth else None))
         parts.append(part)
         runs.append({"run_dir": str(run_dir), "examples": len(part["index"]),
                      **{k: config.get(k) for k in ("dataset", "method", "noise_type", "noise_rate", "seed",
-                                                   "train_size", "validation_labels")}})
+                                                   "train_size", "validation_labels")},
+                     "classes": data_info.get("classes"), "data_source": data_info.get("source"),
+                     "image_size": data_info.get("image_size"), "channels": data_info.get("channels")})
     for key in SAME_SETTING:
         values = {repr(run[key]) for run in runs if run[key] is not None}
         if len(values) > 1:
@@ -183,57 +216,35 @@ def load_examples(run_dirs: list[Path], split: str = "train", combine: str = "di
     examples = Examples(unique, probs, table_given[rows], None, counts.astype(np.int64))
     examples.clean_known = int(np.sum(clean >= 0))
     examples.clean = clean if examples.clean_known == len(unique) else None
+    examples.truth = next(iter(truths)) if examples.clean is not None and len(truths) == 1 else (
+        "clean labels" if examples.clean is not None else None)
+    if files:
+        examples.paths = [files[i] for i in unique.tolist()]
     return examples, runs
 
 
 def find_issues(examples: Examples, filter_by: str = "prune_by_noise_rate") -> dict:
     """Both scorers on ``examples``; positions are rows of ``examples``."""
-    import cleanlab
-    import cleanlab.filter
-
-    rows = np.arange(len(examples.labels))
-    p_given = examples.probs[rows, examples.labels]
-    predicted = examples.probs.argmax(axis=1)
-    score = 1.0 - p_given
     try:
-        ranked = np.asarray(cleanlab.filter.find_label_issues(
-            examples.labels, examples.probs, return_indices_ranked_by="self_confidence", filter_by=filter_by,
-            n_jobs=1), dtype=np.int64)
-    except (ValueError, AssertionError, TypeError) as error:
-        raise InputError(f"cleanlab.filter.find_label_issues refused the data: {error}") from None
-    flagged_cleanlab = np.zeros(len(rows), bool)
-    flagged_cleanlab[ranked] = True
-    cleanlab_rank = np.zeros(len(rows), np.int64)  # 1-based position in cleanlab's list, 0 if not flagged
-    cleanlab_rank[ranked] = np.arange(1, len(ranked) + 1)
-    by_score = np.lexsort((examples.index, -score))  # highest score first, ties by dataset index
-    order = np.concatenate([ranked, by_score[~flagged_cleanlab[by_score]]])
-    return {"p_given": p_given, "predicted": predicted, "score": score, "cleanlab_ranked": ranked,
-            "cleanlab_rank": cleanlab_rank, "order": order, "cleanlab_version": cleanlab.__version__,
-            "flagged": {"cleanlab": flagged_cleanlab, "disagreement": predicted != examples.labels},
+        found = label_errors.find_label_errors(examples.labels, examples.probs, filter_by=filter_by,
+                                               ties=examples.index)
+    except ValueError as error:
+        raise InputError(str(error)) from None
+    flagged_cleanlab = found.is_flagged
+    score = found.scores
+    return {"p_given": found.p_given, "predicted": found.predicted, "score": score,
+            "cleanlab_ranked": found.indices, "cleanlab_rank": found.rank, "order": found.order,
+            "cleanlab_version": found.cleanlab_version,
+            "flagged": {"cleanlab": flagged_cleanlab, "disagreement": found.predicted != examples.labels},
             # What each scorer ranks by: cleanlab's flags first (in its order), then the rest by score.
             "ranking_score": {"cleanlab": score + flagged_cleanlab, "disagreement": score}}
 
 
-def flag_metrics(flagged: np.ndarray, truth: np.ndarray) -> dict:
-    """Precision, recall and F1 of a flagged set against the truly mislabeled examples (None where undefined)."""
-    flagged, truth = np.asarray(flagged, bool), np.asarray(truth, bool)
-    hits = int(np.sum(flagged & truth))
-    precision = hits / int(flagged.sum()) if flagged.any() else None
-    recall = hits / int(truth.sum()) if truth.any() else None
-    f1 = None if precision is None or recall is None else (
-        0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall))
-    return {"flagged": int(flagged.sum()), "true_positives": hits, "precision": precision, "recall": recall, "f1": f1}
-
-
-def average_precision(score: np.ndarray, truth: np.ndarray) -> float | None:
-    """Area under the precision-recall curve of ``score`` (higher: more suspect); None without positives."""
-    from sklearn.metrics import average_precision_score
-
-    truth = np.asarray(truth, bool)
-    return float(average_precision_score(truth, score)) if truth.any() else None
-
-
-def class_names(dataset, num_classes: int) -> list[str]:
+def class_names(dataset, num_classes: int, given=None) -> list[str]:
+    """The class names: ``given`` (a run's provenance lists them for folder and TFDS data), CIFAR-10's, or the
+    class ids as text."""
+    if given and len(given) == num_classes:
+        return [str(c) for c in given]
     cifar = dataset in (None, "cifar10") and num_classes == cifar10.NUM_CLASSES
     return list(cifar10.CLASS_NAMES) if cifar else [str(c) for c in range(num_classes)]
 
@@ -250,8 +261,13 @@ def image_grid(images, tiles: list[dict], path: Path, columns: int = 6) -> None:
     for ax in axes.flat:
         ax.axis("off")
     for ax, image, tile in zip(axes.flat, images, tiles):
-        ax.imshow(image, interpolation="nearest")
-        lines = [f"#{tile['rank']} idx {tile['index']}", f"given: {tile['given']}", f"pred: {tile['predicted']}"]
+        image = np.asarray(image)
+        if image.ndim == 3 and image.shape[-1] == 1:
+            ax.imshow(image[..., 0], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+        else:
+            ax.imshow(image, interpolation="nearest")
+        name = f"idx {tile['index']}" if not tile.get("path") else Path(tile["path"]).name[-22:]
+        lines = [f"#{tile['rank']} {name}", f"given: {tile['given']}", f"pred: {tile['predicted']}"]
         color = "black"
         if tile.get("clean") is not None:
             lines.append(f"clean: {tile['clean']}")
@@ -264,10 +280,14 @@ def image_grid(images, tiles: list[dict], path: Path, columns: int = 6) -> None:
     plt.close(fig)
 
 
-def _bool(text: str) -> bool:
-    if str(text).lower() not in ("true", "1", "yes", "false", "0", "no"):
-        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-    return str(text).lower() in ("true", "1", "yes")
+IMAGES_CHOICES = {"true": "true", "1": "true", "yes": "true", "false": "false", "0": "false", "no": "false",
+                  "auto": "auto"}
+
+
+def _images_flag(text: str) -> str:
+    if str(text).lower() not in IMAGES_CHOICES:
+        raise argparse.ArgumentTypeError(f"expected true, false or auto, got {text!r}")
+    return IMAGES_CHOICES[str(text).lower()]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -286,14 +306,21 @@ def parse_args(argv):
     parser.add_argument("--combine", choices=COMBINE, default="disjoint",
                         help="an example from several runs: an error (disjoint) or their probabilities averaged")
     parser.add_argument("--output_dir", help="where the outputs go (default: --run_dir; required with --run_dirs)")
-    parser.add_argument("--images", type=_bool, nargs="?", const=True, default=True,
-                        help="write the image grid of the top suspects (CIFAR-10 images needed; default true)")
+    parser.add_argument("--rows", choices=ROWS, default="all",
+                        help="the CSV's rows: every example (default), or those either scorer flags")
+    parser.add_argument("--gzip", action="store_true", help=f"write the CSV gzip-compressed ({CSV_NAME}.gz)")
+    parser.add_argument("--images", type=_images_flag, nargs="?", const="true", default="auto",
+                        help="the image grid of the top suspects: auto draws it where the images are at hand "
+                             "(CIFAR-10, a folder run's files) and says why not otherwise (default); true "
+                             "requires it")
     parser.add_argument("--top", type=int, default=36, help="suspects in the image grid (default 36)")
     parser.add_argument("--cifar10_dir", help="CIFAR-10 in the official binary layout (default: "
                                               "$TFQ_NOISE_CIFAR10_DIR, else TFDS)")
     parser.add_argument("--tfds_data_dir", help="TFDS data_dir")
+    parser.add_argument("--folder_path", help="--dataset=folder runs: the folder or CSV they trained on (default: "
+                                              "the one their provenance.json records)")
     parser.add_argument("--cleanlab_filter_by", choices=CLEANLAB_FILTERS, default="prune_by_noise_rate",
-                        help="cleanlab's filter_by (default: its own default, prune_by_noise_rate)")
+                        help="cleanlab's filter_by (its own default: prune_by_noise_rate)")
     args = parser.parse_args(argv)
     if args.run_dirs is not None and not args.output_dir:
         parser.error("--run_dirs needs --output_dir")
@@ -302,14 +329,24 @@ def parse_args(argv):
     return args
 
 
-def load_images(examples: Examples, order: np.ndarray, dataset, cifar10_dir=None, tfds_data_dir=None):
-    """The CIFAR-10 training images of the examples at ``order`` (the top suspects)."""
+def load_images(examples: Examples, order: np.ndarray, run: dict, cifar10_dir=None, tfds_data_dir=None):
+    """The images of the examples at ``order`` (the top suspects): CIFAR-10's, or a folder run's own files at the
+    run's size and channels. InputError saying why where they cannot be had."""
+    dataset = run.get("dataset")
+    if examples.paths is not None:
+        from tfq_noise.data import folder
+
+        size, channels = int(run.get("image_size") or 32), int(run.get("channels") or 3)
+        try:
+            return np.stack([folder.decode_image(examples.paths[j], size, channels) for j in order.tolist()])
+        except ValueError as error:
+            raise InputError(f"cannot draw the image grid: {error}") from None
     if dataset not in (None, "cifar10"):
-        raise InputError(f"the image grid needs CIFAR-10 images, not {dataset}'s; pass --images=false")
+        raise InputError(f"the image grid reads CIFAR-10 and folder runs' images, not {dataset}'s")
     try:
         data = cifar10.load(cifar10_dir, tfds_data_dir)
     except (OSError, ValueError, RuntimeError) as error:
-        raise InputError(f"cannot load CIFAR-10 for the image grid ({error}); pass --images=false to skip it") from None
+        raise InputError(f"cannot load CIFAR-10 for the image grid ({error}); pass --cifar10_dir") from None
     index = examples.index[order]
     if index.max() >= len(data.train):
         raise InputError(f"dataset index {int(index.max())} is beyond CIFAR-10's training set")
@@ -322,12 +359,15 @@ def tabulate(examples: Examples, found: dict, names: list[str], several_runs: bo
     rows = []
     for rank, j in enumerate(found["order"].tolist(), 1):
         given, predicted = int(examples.labels[j]), int(found["predicted"][j])
-        row = {"rank": rank, "index": int(examples.index[j]), "given_label": given, "given_class": names[given],
-               "predicted_label": predicted, "predicted_class": names[predicted],
-               "p_given": round(float(found["p_given"][j]), 6), "score": round(float(found["score"][j]), 6),
-               "flagged_cleanlab": int(found["flagged"]["cleanlab"][j]),
-               "flagged_disagreement": int(found["flagged"]["disagreement"][j]),
-               "cleanlab_rank": int(found["cleanlab_rank"][j]) or ""}
+        row = {"rank": rank, "index": int(examples.index[j])}
+        if examples.paths is not None:
+            row["path"] = examples.paths[j]
+        row.update({"given_label": given, "given_class": names[given],
+                    "predicted_label": predicted, "predicted_class": names[predicted],
+                    "p_given": round(float(found["p_given"][j]), 6), "score": round(float(found["score"][j]), 6),
+                    "flagged_cleanlab": int(found["flagged"]["cleanlab"][j]),
+                    "flagged_disagreement": int(found["flagged"]["disagreement"][j]),
+                    "cleanlab_rank": int(found["cleanlab_rank"][j]) or ""})
         if truth is not None:
             clean = int(examples.clean[j])
             row.update(clean_label=clean, clean_class=names[clean], corrupted=int(truth[j]))
@@ -341,13 +381,73 @@ def tabulate(examples: Examples, found: dict, names: list[str], several_runs: bo
             scorers[name].update(flag_metrics(found["flagged"][name], truth),
                                  average_precision=average_precision(found["ranking_score"][name], truth))
     truth_summary = {"clean_labels_known": examples.clean_known, "truth_known": truth is not None,
+                     "truth": examples.truth if truth is not None else
+                     "none: the labels given are all there is (no clean labels, no synthetic noise)",
                      "corrupted": None if truth is None else int(truth.sum()),
                      "corrupted_rate": None if truth is None else float(truth.mean())}
     return rows, scorers, truth_summary
 
 
+def write_csv(path: Path, rows: list[dict]) -> None:
+    """``results.write_csv``, gzip-compressed (reproducibly: no name or time in the header) for a ``.gz`` path."""
+    if path.suffix != ".gz":
+        return results.write_csv(path, rows)
+    import csv
+    import gzip
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as f:
+            text = io.TextIOWrapper(f, encoding="utf-8", newline="")
+            writer = csv.DictWriter(text, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
+            writer.writeheader()
+            writer.writerows(rows)
+            text.flush()
+            text.detach()
+
+    results.atomic_write(path, write, suffix=".gz")
+
+
 def _fmt(value) -> str:
     return "-" if value is None else f"{value:.3f}"
+
+
+def _grid(args, examples: Examples, found: dict, run: dict):
+    """The top suspects' images, or None and why not (``--images=auto``); InputError with ``--images=true``."""
+    if args.images == "false":
+        return None, None
+    try:
+        return load_images(examples, found["order"][:args.top], run, args.cifar10_dir, args.tfds_data_dir), None
+    except InputError as error:
+        if args.images == "true":
+            raise
+        return None, str(error)
+
+
+def _report(rows: list[dict], runs: list, args, summary: dict, scorers: dict, truth: dict, examples: Examples,
+            output_dir: Path, skipped: str | None) -> None:
+    print(f"{len(rows)} examples from {len(runs)} run(s), {args.split} split "
+          f"({'in-sample' if args.split == 'train' else 'out-of-sample'}); model accuracy on the given labels "
+          f"{summary['accuracy_on_given_labels']:.3f}")
+    if truth["truth_known"]:
+        print(f"{'scorer':<14}{'flagged':>8}{'precision':>11}{'recall':>8}{'F1':>8}{'avg prec':>10}")
+        for name, entry in scorers.items():
+            print(f"{name:<14}{entry['flagged']:>8}{_fmt(entry.get('precision')):>11}{_fmt(entry.get('recall')):>8}"
+                  f"{_fmt(entry.get('f1')):>8}{_fmt(entry.get('average_precision')):>10}")
+        print(f"truly mislabeled: {truth['corrupted']} of {len(rows)} ({truth['corrupted_rate']:.1%}: the precision "
+              f"and average precision of a random ranking); truth: {truth['truth']}")
+    else:
+        print("no ground truth is known (" + (
+            f"clean labels known for {examples.clean_known} of {len(rows)} examples" if examples.clean_known else
+            "the dataset gives no clean labels") + "): nothing is measured; the flags are suspects to review, "
+              "most suspect first (score = 1 - p(given label))")
+        print(", ".join(f"{name} flags {entry['flagged']}" for name, entry in scorers.items()))
+        for row in rows[:TOP_PRINTED]:
+            where = row.get("path", f"index {row['index']}")
+            print(f"  #{row['rank']} {where}: given {row['given_class']}, predicted {row['predicted_class']}, "
+                  f"score {row['score']:.3f}{' (cleanlab flag)' if row['flagged_cleanlab'] else ''}")
+    if skipped:
+        print(f"no image grid: {skipped}")
+    print(f"wrote {', '.join(str(output_dir / name) for name in summary['outputs'])}")
 
 
 def main(argv=None) -> int:
@@ -356,55 +456,50 @@ def main(argv=None) -> int:
     try:
         if not run_dirs or len(set(map(str, run_dirs))) != len(run_dirs):
             raise InputError("--run_dirs must name at least one run, each once")
-        examples, runs = load_examples(run_dirs, args.split, args.combine)
+        examples, runs = load_examples(run_dirs, args.split, args.combine, args.folder_path)
         found = find_issues(examples, args.cleanlab_filter_by)
-        images = None if not args.images else load_images(examples, found["order"][:args.top], runs[0]["dataset"],
-                                                          args.cifar10_dir, args.tfds_data_dir)
+        images, skipped = _grid(args, examples, found, runs[0])
     except InputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 
-    names = class_names(runs[0]["dataset"], examples.probs.shape[1])
+    names = class_names(runs[0]["dataset"], examples.probs.shape[1], runs[0].get("classes"))
     rows, scorers, truth = tabulate(examples, found, names, len(runs) > 1)
     scorers["cleanlab"].update(call="cleanlab.filter.find_label_issues(labels, pred_probs, return_indices_ranked_by="
                                     f"'self_confidence', filter_by='{args.cleanlab_filter_by}')",
                                version=found["cleanlab_version"],
                                ranking="flagged examples in the library's order, then the rest by score")
     scorers["disagreement"].update(ranking="score = 1 - p(given label); flagged where argmax p != given label")
+    csv_name = CSV_NAME + (".gz" if args.gzip else "")
+    top_keys = ("index",) + (("path",) if examples.paths is not None else ()) + (
+        "given_class", "predicted_class", "score")
+    written = rows if args.rows == "all" else [r for r in rows if r["flagged_cleanlab"] or r["flagged_disagreement"]]
     summary = {"runs": runs, "split": args.split, "combine": args.combine, "in_sample": args.split == "train",
-               "examples": len(rows), "classes": int(examples.probs.shape[1]),
+               "examples": len(rows), "classes": int(examples.probs.shape[1]), "class_names": names,
                "shared_examples": int(np.sum(examples.runs > 1)),
                "accuracy_on_given_labels": float(np.mean(found["predicted"] == examples.labels)),
-               **truth, "scorers": scorers, "top": [{k: r[k] for k in ("index", "given_class", "predicted_class",
-                                                                     "score")} for r in rows[:20]],
-               "outputs": [CSV_NAME, JSON_NAME] + ([PNG_NAME] if images is not None else [])}
+               **truth, "scorers": scorers, "top": [{k: r[k] for k in top_keys} for r in rows[:20]],
+               "csv_rows": "every example" if args.rows == "all" else
+               f"the {len(written)} examples either scorer flags (--rows=flagged)",
+               "image_grid": None if images is None else f"the top {len(images)} suspects",
+               "outputs": [csv_name, JSON_NAME] + ([PNG_NAME] if images is not None else [])}
     output_dir = Path(args.output_dir) if args.output_dir else run_dirs[0]
     try:
         if images is not None:
-            image_grid(images, [{"rank": r["rank"], "index": r["index"], "given": r["given_class"],
-                                 "predicted": r["predicted_class"], "clean": r.get("clean_class")}
-                                for r in rows[:args.top]], output_dir / PNG_NAME)
-        results.write_csv(output_dir / CSV_NAME, rows)
+            image_grid(images, [{"rank": r["rank"], "index": r["index"], "path": r.get("path"),
+                                 "given": r["given_class"], "predicted": r["predicted_class"],
+                                 "clean": r.get("clean_class")} for r in rows[:args.top]], output_dir / PNG_NAME)
+        write_csv(output_dir / csv_name, written)
         results.write_json(output_dir / JSON_NAME, summary)  # last: its presence means the outputs are complete
     except OSError as error:
         print(f"error: cannot write to {output_dir}: {error}", file=sys.stderr)
         return 2
-
-    print(f"{len(rows)} examples from {len(runs)} run(s), {args.split} split "
-          f"({'in-sample' if args.split == 'train' else 'out-of-sample'}); model accuracy on the given labels "
-          f"{summary['accuracy_on_given_labels']:.3f}")
-    print(f"{'scorer':<14}{'flagged':>8}{'precision':>11}{'recall':>8}{'F1':>8}{'avg prec':>10}")
-    for name, entry in scorers.items():
-        print(f"{name:<14}{entry['flagged']:>8}{_fmt(entry.get('precision')):>11}{_fmt(entry.get('recall')):>8}"
-              f"{_fmt(entry.get('f1')):>8}{_fmt(entry.get('average_precision')):>10}")
-    if truth["truth_known"]:
-        print(f"truly mislabeled: {truth['corrupted']} of {len(rows)} ({truth['corrupted_rate']:.1%}: the precision "
-              "and average precision of a random ranking)")
-    else:
-        print(f"clean labels known for {examples.clean_known} of {len(rows)} examples: nothing measured")
-    print(f"wrote {', '.join(str(output_dir / name) for name in summary['outputs'])}")
+    _report(rows, runs, args, summary, scorers, truth, examples, output_dir, skipped)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # every output is written atomically: none is half-written
+        sys.exit(print("error: interrupted; outputs not yet written were not written", file=sys.stderr) or 130)

@@ -2,6 +2,7 @@
 
     python -m experiments.report results/cifar10_standard
     python -m experiments.report results/cifar10_standard --readme   # also rewrites its block in README.md
+    python -m experiments.report results/cifar10_standard --readme=docs/results.md   # ...in another page
 
 Writes into the experiment folder:
 
@@ -19,17 +20,20 @@ Writes into the experiment folder:
 * ``robustness.png`` — Fig. 3, when a method was run with several settings;
 * ``runs.csv`` — one row per finished run (its final.json's scalars), for other tools.
 
+Every run is read and checked before anything is written, and the files are written together
+(:class:`experiments.outputs.Outputs`): a damaged or malformed run, or a folder without finished runs, is a
+one-line ``error:`` and exit status 2; a folder that cannot be written (read-only, full disk) exit status 1;
+either way the folder keeps the files it had.
+
 ``--readme`` replaces the text between ``<!-- report:begin DIR -->`` and ``<!-- report:end DIR -->`` in
-README.md with :func:`experiments.tables.readme_block` of that folder (``<!-- recipes:begin DIR -->``: the
-recipe search's table, written by ``python -m experiments.recipes DIR --readme``); ``tests/test_readme.py``
-fails when README.md differs from what the committed files give.
+README.md (``--readme=FILE``: in FILE) with :func:`experiments.tables.readme_block` of that folder
+(:mod:`experiments.blocks`); ``tests/test_readme.py`` fails when README.md differs from what the committed
+files give.
 """
 
 from __future__ import annotations
 
-import argparse
 import collections
-import re
 import sys
 from pathlib import Path
 
@@ -39,18 +43,26 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from experiments import tables  # noqa: E402
 from tfq_noise import results, stats  # noqa: E402
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+from . import blocks, tables, validation  # noqa: E402
+from .outputs import Outputs  # noqa: E402
+
 PAPER_FIG2 = tables.PAPER_FIG2
 FIGURE_METRICS = (("test_accuracy", "last epoch"), ("best_test_accuracy", "best epoch, selected on the test set"))
 
 
-def _png(fig, path: Path) -> None:
-    results.atomic_save_figure(fig, path, inputs=[Path(path).parent], dpi=120, bbox_inches="tight",
-                               command=f"python -m experiments.report {Path(path).parent.as_posix()}")
-    plt.close(fig)
+def _png(fig, path: Path, outputs: Outputs | None = None) -> None:
+    """Saves a figure of the report at ``path``, with ``outputs`` when given (renamed into place with the
+    report's other files)."""
+    def save(target):
+        results.atomic_save_figure(fig, target, inputs=[Path(path).parent], dpi=120, bbox_inches="tight",
+                                   command=f"python -m experiments.report {Path(path).parent.as_posix()}")
+
+    try:
+        outputs.write(path, save) if outputs is not None else save(path)
+    finally:
+        plt.close(fig)
 
 
 def _points(final, key):
@@ -58,7 +70,7 @@ def _points(final, key):
     return None if value is None else 100 * value
 
 
-def plot_accuracy_vs_noise(grouped, path: Path, paper_reference: bool = False) -> bool:
+def plot_accuracy_vs_noise(grouped, path: Path, paper_reference: bool = False, outputs: Outputs | None = None) -> bool:
     """Fig. 2: gain over the baseline paired by seed (mean ± std of per-seed differences) and accuracy."""
     baseline = grouped.get("baseline")
     labels = tables.ordered(grouped)
@@ -104,7 +116,7 @@ def plot_accuracy_vs_noise(grouped, path: Path, paper_reference: bool = False) -
         if axes[row, -1].get_legend_handles_labels()[0]:
             axes[row, -1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     fig.subplots_adjust(hspace=0.35)
-    _png(fig, path)
+    _png(fig, path, outputs)
     return True
 
 
@@ -136,7 +148,7 @@ def _integer_epochs(ax) -> None:
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
 
 
-def plot_loss_curves(grouped, histories, rate, path: Path) -> bool:
+def plot_loss_curves(grouped, histories, rate, path: Path, outputs: Outputs | None = None) -> bool:
     pairs = [(l, c) for l, c in (("baseline", "tab:blue"), ("quantization W4/A4", "tab:red")) if l in grouped]
     if rate is None or not any(grouped[l].get(rate) for l, _ in pairs):
         return False
@@ -163,11 +175,12 @@ def plot_loss_curves(grouped, histories, rate, path: Path) -> bool:
     _integer_epochs(ax)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    _png(fig, path)
+    _png(fig, path, outputs)
     return True
 
 
-def plot_memorization(grouped, histories, rate, path: Path, num_classes: int = 10) -> bool:
+def plot_memorization(grouped, histories, rate, path: Path, num_classes: int = 10,
+                      outputs: Outputs | None = None) -> bool:
     labels = [l for l in tables.ordered(grouped) if grouped[l].get(rate)]
     if rate is None or not labels:
         return False
@@ -207,7 +220,7 @@ def plot_memorization(grouped, histories, rate, path: Path, num_classes: int = 1
         _integer_epochs(ax)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    _png(fig, path)
+    _png(fig, path, outputs)
     return True
 
 
@@ -233,7 +246,7 @@ def _change_text(label: str, reference: str, method: str) -> str:
     return (f"{text} (reference)" if text else "reference") if label == reference else text
 
 
-def plot_robustness(grouped, path: Path) -> bool:
+def plot_robustness(grouped, path: Path, outputs: Outputs | None = None) -> bool:
     """Each setting of a method against the method's reference setting (Fig. 3), paired by seed: against s
     where the settings ran at several rates, else one bar per setting at the one rate."""
     families = robustness_families(grouped)
@@ -264,121 +277,73 @@ def plot_robustness(grouped, path: Path) -> bool:
         ax.axvline(0, color="gray", linewidth=0.8)
         ax.set_xlabel(f"gain at the last epoch at {tables.rate_name(rates[0]) if rates else '?'} (points), "
                       "paired by seed")
-    _png(fig, path)
+    _png(fig, path, outputs)
     return True
 
 
+def _histories(finals) -> dict[str, list[dict]]:
+    """Each run's history.csv, checked: the figures need a number for ``epoch`` and ``loss`` on every row."""
+    histories, bad = {}, []
+    for f in finals:
+        path = Path(f["run_dir"]) / results.HISTORY
+        rows = results.read_csv(path)
+        wrong = sorted({key for row in rows for key in ("epoch", "loss")
+                        if not isinstance(row.get(key), (int, float)) or isinstance(row.get(key), bool)})
+        if wrong:
+            bad.append(f"{path}: {', '.join(repr(k) for k in wrong)} must be a number on every row")
+        histories[f["run_dir"]] = rows
+    if bad:
+        raise validation.BadRun("not a finished run's history (re-run it with python -m experiments.run, or remove "
+                            "it): " + "; ".join(bad))
+    return histories
+
+
 def write_report(experiment_dir) -> Path:
-    """Writes the figures, ``runs.csv`` and ``summary.md``; returns the summary's path."""
+    """Writes the figures, ``runs.csv`` and ``summary.md``, all or none; returns the summary's path.
+
+    Raises FileNotFoundError, :class:`~tfq_noise.results.DamagedFile`, :class:`~experiments.validation.BadRun` or
+    :class:`~experiments.validation.NoRuns` (bad input: nothing written) and
+    :class:`~experiments.outputs.CannotWrite` (the folder keeps the files it had)."""
     experiment_dir = Path(experiment_dir)
     report = tables.ExperimentTables.load(experiment_dir)  # reads and checks every run before writing
+    validation.check_runs(report.finals, protocol=True)  # the summary's protocol line reads config.json
+    histories = _histories(report.finals)
     for leftover in experiment_dir.glob(f"{results.TEMP_PREFIX}*"):  # of a report killed mid-write
-        leftover.unlink(missing_ok=True)
+        try:
+            leftover.unlink(missing_ok=True)
+        except OSError:
+            pass  # a read-only folder: the first write below says so
     synthetic, human = report.synthetic, report.human
-    histories = {f["run_dir"]: results.read_csv(Path(f["run_dir"]) / results.HISTORY) for f in report.finals}
     rate = _pick_rate(synthetic)
     named = {float(r): r for r in report.rates}  # a rate that names its column (labels as given) names the figure
     rate = named.get(rate, rate)
     num_classes = report.num_classes or tables.NUM_CLASSES
     figures = []
-    for name, ok in (
-        ("accuracy_vs_noise.png", lambda p: plot_accuracy_vs_noise(synthetic, p, report.paper_reference)),
-        ("loss_curves.png", lambda p: plot_loss_curves(synthetic, histories, rate, p)),
-        ("memorization.png", lambda p: plot_memorization(synthetic, histories, rate, p, num_classes)),
-        ("robustness.png", lambda p: plot_robustness(synthetic, p)),
-    ):
-        if ok(experiment_dir / name):
-            figures.append(name)
-    for noise_type in sorted({t for by_type in human.values() for t in by_type}):  # the same curves per label set
-        for name, plot in ((f"loss_curves_{noise_type}.png", plot_loss_curves),
-                           (f"memorization_{noise_type}.png",
-                            lambda *a: plot_memorization(*a, num_classes=num_classes))):
-            if plot(human, histories, noise_type, experiment_dir / name):
-                figures.append(name)
-    results.write_csv(experiment_dir / "runs.csv", tables.runs_table(report.finals))
     path = experiment_dir / "summary.md"
-    results.atomic_write_text(path, report.summary_markdown(figures))
+    with Outputs() as out:
+        for name, ok in (
+            ("accuracy_vs_noise.png", lambda p: plot_accuracy_vs_noise(synthetic, p, report.paper_reference, out)),
+            ("loss_curves.png", lambda p: plot_loss_curves(synthetic, histories, rate, p, out)),
+            ("memorization.png", lambda p: plot_memorization(synthetic, histories, rate, p, num_classes, out)),
+            ("robustness.png", lambda p: plot_robustness(synthetic, p, out)),
+        ):
+            if ok(experiment_dir / name):
+                figures.append(name)
+        for noise_type in sorted({t for by_type in human.values() for t in by_type}):  # the same curves per label set
+            for name, plot in ((f"loss_curves_{noise_type}.png", lambda *a: plot_loss_curves(*a, outputs=out)),
+                               (f"memorization_{noise_type}.png",
+                                lambda *a: plot_memorization(*a, num_classes=num_classes, outputs=out))):
+                if plot(human, histories, noise_type, experiment_dir / name):
+                    figures.append(name)
+        out.write(experiment_dir / "runs.csv", lambda tmp: results.write_csv(tmp, tables.runs_table(report.finals)))
+        out.text(path, report.summary_markdown(figures))
     print(f"report: {len(report.finals)} runs → {path} and {len(figures)} figures", flush=True)
     return path
 
 
-# A generated README block: <!-- report:begin DIR --> (an experiment's tables), <!-- recipes:begin DIR -->
-# (the recipe search's table), <!-- labelerrors:begin DIR --> (the label-error study's table) or
-# <!-- remedies:begin DIR --> (accuracy and cost of every method) or <!-- precision:begin DIR --> (float32
-# against bfloat16 twins), closed by the same marker with "end".
-BLOCK = re.compile(r"(<!-- (?P<kind>report|recipes|labelerrors|remedies|precision):begin (?P<dir>\S+) -->\n)(?P<body>.*?)"
-                   r"(<!-- (?P=kind):end (?P=dir) -->)", re.S)
-
-
-def readme_blocks(text: str) -> dict[tuple[str, str], str]:
-    """{(kind, results folder): block text} for every generated block of a README."""
-    return {(m.group("kind"), m.group("dir")): m.group("body") for m in BLOCK.finditer(text)}
-
-
-def generate_block(kind: str, directory: Path, name: str) -> str:
-    """What a README block of ``kind`` holds for ``directory`` (read from its committed files), which the
-    README calls ``name`` (its path from the repository root)."""
-    if kind == "recipes":
-        from experiments import recipes
-
-        return recipes.readme_block(directory, name)
-    if kind == "labelerrors":
-        from experiments import label_error_study
-
-        return label_error_study.readme_block(directory, name)
-    if kind == "remedies":
-        from experiments import remedies
-
-        return remedies.readme_block(directory, name)
-    if kind == "precision":
-        from experiments import precision
-
-        return precision.readme_block(directory, name)
-    return tables.readme_block(directory, name)
-
-
-def update_readme(experiment_dir, readme: Path = README, kind: str | None = None) -> bool:
-    """Rewrites every README block of ``experiment_dir`` from what its files give; False if it has none
-    (of ``kind``, when given)."""
-    readme = Path(readme)
-    key = Path(experiment_dir).as_posix().rstrip("/")
-    text = readme.read_text()
-    if not any(d == key and kind in (None, k) for k, d in readme_blocks(text)):
-        return False
-
-    def replace(match):
-        if match.group("dir") != key:
-            return match.group(0)
-        return match.group(1) + generate_block(match.group("kind"), Path(readme.parent, key), key) + match.group(5)
-
-    new = BLOCK.sub(replace, text)
-    if new != text:
-        results.atomic_write_text(readme, new)
-    return True
-
-
-def folder_command(argv, prog: str, description: str, kind: str, write, example: str) -> int:
-    """The command line of a writer of an experiment folder's files and of its README block ``kind``:
-    ``prog DIR [--readme]``; exit status 2 with a message for a bad folder or a missing block."""
-    parser = argparse.ArgumentParser(prog=prog, description=description)
-    parser.add_argument("experiment_dir", help=f"an experiment folder, e.g. {example}")
-    parser.add_argument("--readme", action="store_true",
-                        help=f"also rewrite this folder's block in README.md (<!-- {kind}:begin DIR -->)")
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    try:
-        write(args.experiment_dir)
-        if args.readme and not update_readme(args.experiment_dir, kind=kind):
-            print(f"error: README.md has no block <!-- {kind}:begin {args.experiment_dir} -->", file=sys.stderr)
-            return 2
-    except (FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
-
-
 def main(argv=None) -> int:
-    return folder_command(argv, "python -m experiments.report", __doc__.split("\n\n")[0], "report", write_report,
-                          "results/cifar10_standard")
+    return blocks.folder_command(argv, "python -m experiments.report", __doc__.split("\n\n")[0], "report",
+                                 write_report, tables.readme_block, "results/cifar10_standard")
 
 
 if __name__ == "__main__":

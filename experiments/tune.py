@@ -30,7 +30,7 @@ from pathlib import Path
 from absl import app, flags
 
 import tfq_noise  # noqa: F401
-from experiments import run as runner
+from . import run as runner
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("tune_method", ["quantization"], "Families to tune, comma-separated: quantization, pruning, "

@@ -281,7 +281,7 @@ def test_bad_runs_exit_2_with_one_line_and_write_nothing(tmp_path, capsys, case)
     (["--run_dir=x", "--bogus=1"], "unrecognized arguments"),
     (["--images=false"], "one of the arguments --run_dir --run_dirs is required"),
     (["--run_dirs=a,b"], "--run_dirs needs --output_dir"),
-    (["--run_dir=x", "--images=maybe"], "expected true or false"),
+    (["--run_dir=x", "--images=maybe"], "expected true, false or auto"),
 ])
 def test_bad_flags_exit_2_with_one_line(capsys, argv, message):
     with pytest.raises(SystemExit) as exit_info:
@@ -304,14 +304,36 @@ def test_command_line_help_and_exit_codes(tmp_path):
     assert "no run directory" in missing.stderr
 
 
-def test_image_grid_needs_cifar10(tmp_path, capsys):
+def test_no_image_grid_where_the_images_are_not_at_hand_unless_required(tmp_path, capsys):
     arrays, _ = synthetic()
     run = write_run(tmp_path / "run", arrays, dict(CONFIG, dataset="ferplus"))
-    assert fle.main([f"--run_dir={run}"]) == 2
-    assert "--images=false" in capsys.readouterr().err and outputs_in(run) == []
+    out = run_ok([f"--run_dir={run}"], capsys)  # --images=auto: the CSV and JSON, no grid, and why
+    assert outputs_in(run) == [fle.CSV_NAME, fle.JSON_NAME] and "no image grid: " in out and "ferplus" in out
+    assert results.read_json(run / fle.JSON_NAME)["image_grid"] is None
+    for directory in (run, tmp_path / "run2"):
+        (directory / fle.CSV_NAME).unlink(missing_ok=True)
+        (directory / fle.JSON_NAME).unlink(missing_ok=True)
+    assert fle.main([f"--run_dir={run}", "--images=true"]) == 2  # required: refused, nothing written
+    assert "ferplus" in capsys.readouterr().err and outputs_in(run) == []
     run = write_run(tmp_path / "run2", arrays)
-    assert fle.main([f"--run_dir={run}", f"--cifar10_dir={tmp_path / 'no_cifar'}"]) == 2
-    assert "--images=false" in capsys.readouterr().err and outputs_in(run) == []
+    assert fle.main([f"--run_dir={run}", f"--cifar10_dir={tmp_path / 'no_cifar'}", "--images"]) == 2
+    assert "--cifar10_dir" in capsys.readouterr().err and outputs_in(run) == []
+    out = run_ok([f"--run_dir={run}", f"--cifar10_dir={tmp_path / 'no_cifar'}"], capsys)
+    assert "no image grid: cannot load CIFAR-10" in out and outputs_in(run) == [fle.CSV_NAME, fle.JSON_NAME]
+
+
+def test_flagged_rows_only(tmp_path, capsys):
+    arrays, _ = synthetic()
+    run = write_run(tmp_path / "run", arrays)
+    run_ok([f"--run_dir={run}", "--images=false", "--rows=flagged"], capsys)
+    rows = results.read_csv(run / fle.CSV_NAME)
+    summary = results.read_json(run / fle.JSON_NAME)
+    flagged = summary["scorers"]["cleanlab"]["flagged"]
+    assert rows and all(r["flagged_cleanlab"] or r["flagged_disagreement"] for r in rows)
+    assert sum(r["flagged_cleanlab"] for r in rows) == flagged and summary["examples"] == 200
+    assert sum(r["flagged_disagreement"] for r in rows) == summary["scorers"]["disagreement"]["flagged"]
+    scores = [r["score"] for r in rows[:flagged]]
+    assert scores == sorted(scores, reverse=True)  # cleanlab's flags, most suspect first
 
 
 def test_image_grid_shows_the_top_suspects_from_cifar10(tmp_path, capsys, monkeypatch, cifar10_dir):
@@ -336,3 +358,212 @@ def test_image_grid_shows_the_top_suspects_from_cifar10(tmp_path, capsys, monkey
     data = cifar10.load(str(cifar10_dir))
     np.testing.assert_array_equal(images, data.train.images[[r["index"] for r in rows]])
     assert json.loads((run / fle.JSON_NAME).read_text())["top"][0]["index"] == rows[0]["index"]
+
+
+# ----------------------------------------------------------------------------- the library function
+
+
+def test_library_function_ranks_flags_by_score_and_suggests_the_likeliest_class():
+    import cleanlab.filter
+
+    from tfq_noise.label_errors import find_label_errors
+
+    arrays, kinds = synthetic()
+    labels = arrays["train_labels"]
+    probs = arrays["train_probs"].astype(np.float64)
+    probs /= probs.sum(axis=1, keepdims=True)
+    found = find_label_errors(labels, probs)
+    expected = cleanlab.filter.find_label_issues(labels, probs, return_indices_ranked_by="self_confidence")
+    np.testing.assert_array_equal(found.indices, expected)
+    assert set(kinds["caught"]) <= set(found.indices.tolist())  # the wrong labels the model exposes are flagged
+    assert not set(kinds["memorized"]) & set(found.indices.tolist())  # the memorized ones are not
+    np.testing.assert_array_equal(found.given_label, labels[found.indices])
+    np.testing.assert_array_equal(found.suggested_label, probs[found.indices].argmax(axis=1))
+    np.testing.assert_allclose(found.score, 1 - probs[found.indices, labels[found.indices]])
+    assert list(found.score) == sorted(found.score, reverse=True) and len(found) == len(expected)
+    names = [f"c{k}" for k in range(10)]
+    table = found.table(class_names=names, ids=arrays["train_index"])
+    assert [r["row"] for r in table] == found.indices.tolist() and table[0]["rank"] == 1
+    first = table[0]
+    assert first["id"] == arrays["train_index"][first["row"]] and first["flagged"]
+    assert first["given_class"] == names[labels[first["row"]]] and first["suggested_class"] == names[
+        probs[first["row"]].argmax()]
+    everything = found.table(flagged_only=False)
+    assert len(everything) == 200 and sorted(r["row"] for r in everything) == list(range(200))
+    assert not any(r["flagged"] for r in everything[len(found):])
+    assert [r["score"] for r in everything[len(found):]] == sorted((r["score"] for r in everything[len(found):]),
+                                                                   reverse=True)
+
+
+@pytest.mark.parametrize("labels, probs, message", [
+    ([0, 1], [[2.0, -1.0], [0.5, 3.0]], "not class probabilities"),  # logits
+    ([0, 1, 1], [[0.5, 0.5], [0.5, 0.5]], "one class per example"),
+    ([0, 2], [[0.5, 0.5], [0.5, 0.5]], "must lie in 0..1"),
+    ([0.0, 1.0], [[0.5, 0.5], [0.5, 0.5]], "integer class ids"),
+    ([0], [[1.0]], "C >= 2"),
+])
+def test_library_function_refuses_what_is_not_labels_and_probabilities(labels, probs, message):
+    from tfq_noise.label_errors import find_label_errors
+
+    with pytest.raises(ValueError, match=message):
+        find_label_errors(np.asarray(labels), np.asarray(probs))
+    with pytest.raises(ValueError, match="unknown filter_by"):
+        find_label_errors(np.array([0, 1]), np.array([[0.9, 0.1], [0.2, 0.8]]), filter_by="nope")
+
+
+# ----------------------------------------------------------------------------- --dataset=folder runs
+
+COLOURS = {"blue": (20, 40, 230), "green": (30, 200, 40), "red": (220, 30, 30)}
+PLANTED = {"green/planted_red0.png": "red", "blue/planted_red1.png": "red", "red/planted_green2.png": "green"}
+
+
+def folder_run(tmp_path: Path, per_class: int = 14, noise_type: str = "original", noise_rate: float = 0.0):
+    """A folder of solid-colour PNGs (one class per colour) with three images planted in the wrong folder, and a
+    run over it whose model knows the colours: its probabilities favour each image's true colour."""
+    import tfq_noise  # noqa: F401
+    import tensorflow as tf
+
+    from tfq_noise.config import RunConfig
+    from tfq_noise.data import DataPaths, prepare
+
+    root = tmp_path / "images"
+    rng = np.random.default_rng(0)
+
+    def png(path: Path, colour: str):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pixels = np.clip(np.array(COLOURS[colour]) + rng.integers(-15, 16, (8, 8, 3)), 0, 255).astype(np.uint8)
+        path.write_bytes(tf.io.encode_png(pixels).numpy())
+
+    for colour in COLOURS:
+        for i in range(per_class):
+            png(root / colour / f"{colour}{i:02d}.png", colour)
+    for name, colour in PLANTED.items():
+        png(root / name, colour)
+    config = RunConfig(experiment="f", dataset="folder", noise_type=noise_type, noise_rate=noise_rate,
+                       dataset_kwargs={"image_size": 8})
+    data = prepare(config, DataPaths(folder_path=str(root)))
+    names = data.info["classes"]
+    centres = np.array([COLOURS[c] for c in names], np.float32)
+    true = np.argmin(((data.train_images.reshape(len(data.train_images), -1, 3).mean(1)[:, None] - centres) ** 2)
+                     .sum(-1), axis=1)
+    probs = np.full((len(true), len(names)), 0.05)
+    probs[np.arange(len(true)), true] = 0.9
+    run = tmp_path / "results" / "f" / config.run_name
+    write_run(run, {"train_probs": probs.astype(np.float16), "train_labels": data.train_labels,
+                    "train_clean_labels": data.train_clean_labels, "train_corrupted": data.train_corrupted,
+                    "train_index": data.train_index}, config.to_dict())
+    results.write_json(run / "provenance.json", {"data": data.info})
+    return run, root, data
+
+
+@pytest.mark.filterwarnings("ignore:May not flag all label issues")
+def test_folder_run_names_files_and_classes_and_measures_nothing_without_truth(tmp_path, capsys, monkeypatch):
+    run, root, data = folder_run(tmp_path)
+    shown = []
+    real = fle.image_grid
+    monkeypatch.setattr(fle, "image_grid", lambda images, tiles, path: shown.append((images, tiles)) or
+                        real(images, tiles, path))
+    out = run_ok([f"--run_dir={run}", "--top=6"], capsys)
+    rows = results.read_csv(run / fle.CSV_NAME)
+    planted = {str(root / name) for name in PLANTED}
+    in_train = {str(p) for p in planted if Path(p).name in {Path(r["path"]).name for r in rows}}
+    assert in_train == planted and {r["path"] for r in rows[:3]} == planted  # the planted images rank 1-3
+    assert len(rows) == len(data.train_labels)
+    for row in rows[:len(in_train)]:
+        assert row["given_class"] == Path(row["path"]).parent.name  # the folder it sits in
+        assert row["predicted_class"] == PLANTED[f"{Path(row['path']).parent.name}/{Path(row['path']).name}"]
+        assert row["flagged_cleanlab"] == 1
+    for row in rows:  # every path is the image of that example, every class a folder name
+        j = int(np.flatnonzero(data.train_index == row["index"])[0])
+        assert row["given_class"] == data.info["classes"][data.train_labels[j]] == Path(row["path"]).parent.name
+        assert "clean_label" not in row and "corrupted" not in row
+    summary = results.read_json(run / fle.JSON_NAME)
+    assert not summary["truth_known"] and summary["scorers"]["cleanlab"].keys() >= {"flagged"}
+    assert "precision" not in summary["scorers"]["cleanlab"] and "precision" not in out
+    assert "no ground truth is known" in out and "truly mislabeled" not in out
+    assert Path(rows[0]["path"]).name in out  # the top suspects are printed by file
+    assert summary["top"][0]["path"] == rows[0]["path"]
+    # The grid is drawn from the folder's own files, at the run's size.
+    (images, tiles), = shown
+    assert [t["path"] for t in tiles] == [r["path"] for r in rows[:6]] and images.shape == (6, 8, 8, 3)
+    from tfq_noise.data import folder
+
+    np.testing.assert_array_equal(images[0], folder.decode_image(rows[0]["path"], 8, 3))
+    assert (run / fle.PNG_NAME).read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.filterwarnings("ignore:May not flag all label issues")
+def test_folder_run_moved_or_changed_folder(tmp_path, capsys):
+    run, root, _ = folder_run(tmp_path)
+    moved = tmp_path / "moved"
+    root.rename(moved)
+    assert fle.main([f"--run_dir={run}", "--images=false"]) == 2
+    err = capsys.readouterr().err
+    assert "--folder_path" in err and str(root) in err and err.count("\n") == 1 and outputs_in(run) == []
+    run_ok([f"--run_dir={run}", "--images=false", f"--folder_path={moved}"], capsys)
+    assert all(r["path"].startswith(str(moved)) for r in results.read_csv(run / fle.CSV_NAME))
+    for name in (fle.CSV_NAME, fle.JSON_NAME):
+        (run / name).unlink()
+    for extra in range(3):  # new images: the listing no longer matches the run's
+        (moved / "blue" / f"aaa{extra}.png").write_bytes((moved / "blue" / "blue00.png").read_bytes())
+    assert fle.main([f"--run_dir={run}", "--images=false", f"--folder_path={moved}"]) == 2
+    assert "has changed since the run" in capsys.readouterr().err and outputs_in(run) == []
+
+
+@pytest.mark.filterwarnings("ignore:May not flag all label issues")
+def test_folder_run_with_synthetic_noise_is_measured_against_the_flips_only(tmp_path, capsys):
+    run, _, data = folder_run(tmp_path, noise_type="symmetric", noise_rate=0.3)
+    out = run_ok([f"--run_dir={run}", "--images=false"], capsys)
+    summary = results.read_json(run / fle.JSON_NAME)
+    assert summary["truth_known"] and summary["truth"].startswith("synthetic flips only")
+    assert summary["corrupted"] == int(data.train_corrupted.sum()) > 0
+    assert "synthetic flips only" in out and "precision" in out
+
+
+# ----------------------------------------------------------------------------- the committed CIFAR-10N result
+
+COMMITTED = REPO_ROOT / "results" / "label_errors_cifar10n"
+
+
+def test_committed_cifar10n_flags_match_the_clean_labels(cifar10n_path):
+    """results/label_errors_cifar10n: precision and recall recomputed from its CSV and CIFAR-10N's clean labels
+    (read through the numpy-only unpickler) are what its JSON says."""
+    import csv
+    import gzip
+
+    from tfq_noise.data import cifar10, cifar10n
+
+    summary = results.read_json(COMMITTED / fle.JSON_NAME)
+    assert sorted(p.name for p in COMMITTED.iterdir()) == sorted(["README.md", *summary["outputs"]])
+    csv_path = COMMITTED / (fle.CSV_NAME + ".gz")
+    assert csv_path.stat().st_size < 300_000
+    with gzip.open(csv_path, "rt", newline="") as f:
+        rows = list(csv.DictReader(f))
+    (run,) = summary["runs"]
+    assert run["noise_type"] == "worst" and run["method"] == "quantization" and run["seed"] == 0
+    arrays = results.read_npz(REPO_ROOT / run["run_dir"] / results.PREDICTIONS)
+    human = cifar10n.load_human_labels(str(cifar10n_path))
+    clean, worst = human[cifar10n.CLEAN_KEY], cifar10n.human_noisy_labels(human, "worst")
+    index = arrays["train_index"]
+    np.testing.assert_array_equal(arrays["train_labels"], worst[index])  # the run trained on the worst labels
+    wrong = worst[index] != clean[index]
+    assert summary["corrupted"] == int(wrong.sum()) and summary["examples"] == len(index)
+    flagged_index = np.array([int(r["index"]) for r in rows])
+    assert set(flagged_index.tolist()) <= set(index.tolist()) and len(set(flagged_index.tolist())) == len(rows)
+    names = list(cifar10.CLASS_NAMES)
+    for row in rows[:500]:  # the CSV's labels are those of the dataset
+        i = int(row["index"])
+        assert row["given_class"] == names[worst[i]] and row["clean_class"] == names[clean[i]]
+    for name in ("cleanlab", "disagreement"):
+        mine = flagged_index[[r[f"flagged_{name}"] == "1" for r in rows]]
+        hits = int(np.sum(worst[mine] != clean[mine]))
+        entry = summary["scorers"][name]
+        assert entry["flagged"] == len(mine) > 1000 and entry["true_positives"] == hits
+        assert entry["precision"] == pytest.approx(hits / len(mine), abs=1e-12)
+        assert entry["recall"] == pytest.approx(hits / int(wrong.sum()), abs=1e-12)
+    cleanlab_rows = [r for r in rows if r["flagged_cleanlab"] == "1"]
+    assert rows[:len(cleanlab_rows)] == cleanlab_rows  # cleanlab's flags first, by score
+    scores = [float(r["score"]) for r in cleanlab_rows]
+    assert scores == sorted(scores, reverse=True)
+    text = (COMMITTED / "README.md").read_text()
+    assert f"{summary['scorers']['cleanlab']['precision']:.3f}" in text and "--rows=flagged --gzip --top=12" in text

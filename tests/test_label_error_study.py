@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from experiments import label_error_study as study
-from experiments import report
+from experiments import docs
 from tests.test_find_label_errors import CONFIG, synthetic, write_run
 from tfq_noise import results
 
@@ -75,8 +75,10 @@ def test_a_filtered_run_is_scored_by_its_folds_only(tmp_path):
 def test_the_table_and_the_readme_block_come_from_study_json(tmp_path):
     out = tmp_path / "study"
     study.write(_experiment(tmp_path), out, print_fn=lambda *a: None)
-    block = report.generate_block("labelerrors", out, "results/label_errors/x")
-    assert "--output_dir=results/label_errors/x --readme" in block
+    block = docs.generate_block("labelerrors", out, "results/label_errors/x")
+    assert "--output_dir=results/label_errors/x --readme` from" in block
+    assert "--readme=docs/results.md` from" in docs.generate_block("labelerrors", out, "results/label_errors/x",
+                                                                    "docs/results.md")
     lines = [line for line in block.splitlines() if line.startswith("| s = 30%")]
     assert [line.split(" | ")[1] for line in lines] == ["baseline", "quantization W4/A4"]
     assert "(n=2)" in lines[1] and lines[0].split(" | ")[6].endswith("0.000 ± 0.000 (n=2)")
@@ -84,7 +86,7 @@ def test_the_table_and_the_readme_block_come_from_study_json(tmp_path):
     data = results.read_json(out / study.STUDY_JSON)
     data["rows"][-1]["scorers"]["cleanlab"]["f1"] = 0.5  # an edited result changes the block
     results.write_json(out / study.STUDY_JSON, data)
-    assert report.generate_block("labelerrors", out, "results/label_errors/x") != block
+    assert docs.generate_block("labelerrors", out, "results/label_errors/x") != block
 
 
 def test_only_the_methods_asked_and_a_clear_error_without_runs(tmp_path, capsys):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from experiments import precision, recipes, remedies, report, tables
+from experiments import blocks, docs, precision, recipes, remedies, tables
 from tfq_noise import methods, results
 
 
@@ -18,7 +18,7 @@ def _run(run_dir, method, rate, seed, accuracy, *, precision_name="float32", in_
     final = {"dataset": "cifar10", "method": method, "noise_type": "symmetric", "noise_rate": rate, "seed": seed,
              "hparams": methods.default_hparams(method), "epochs": 3, "epochs_trained": 3, "test_accuracy": accuracy,
              "last_memorized": memorized, "last_mode_gap": gap, "wall_seconds": 3 * epoch_seconds,
-             "best_test_accuracy": accuracy + 0.02}
+             "best_test_accuracy": accuracy + 0.02, "test_accuracy_last5": accuracy}
     if in_final:  # runs written since final.json records the precision; older ones: config.json only
         final["precision"] = precision_name
     results.write_json(run_dir / results.FINAL, final)
@@ -120,17 +120,18 @@ def test_an_all_bfloat16_experiment_has_no_twins(tmp_path):
     assert recipes.recipe_row(exp)["final"] == pytest.approx(0.4)  # the only precision is the main one
 
 
-def test_markdown_figure_readme_block_and_command(tmp_path, capsys):
+def test_markdown_figure_readme_block_and_command(tmp_path, capsys, monkeypatch):
     exp = _experiment(tmp_path)
     summary = precision.write(exp).read_text()
     assert (exp / precision.FIGURE).stat().st_size > 10_000
     assert "| baseline | s = 40% | 40.0 ± 2.0 (n=3) | 40.0 ± 1.4 (n=2) | +1.0 ± 0.0 (2/2 > 0) | 2.0 | yes |" in summary
     assert "30 (AMD) | 15 (Intel) | — |" in summary
+    monkeypatch.chdir(tmp_path)  # block folders are paths from where the command runs
     readme = tmp_path / "README.md"
     readme.write_text("a\n<!-- precision:begin exp -->\nstale 99.9\n<!-- precision:end exp -->\nb\n")
-    assert report.update_readme("exp", readme, kind="precision")
-    body = report.readme_blocks(readme.read_text())[("precision", "exp")]
+    assert blocks.update_markdown("exp", readme, "precision", precision.readme_block)
+    body = blocks.readme_blocks(readme.read_text())[("precision", "exp")]
     assert "stale 99.9" not in body and "Verdict: mixed_bfloat16 is harmless" in body
-    assert body == report.generate_block("precision", exp, "exp")
+    assert body == docs.generate_block("precision", exp, "exp")
     assert precision.main([str(tmp_path / "missing")]) == 2
     assert "error:" in capsys.readouterr().err

@@ -17,7 +17,7 @@ def _run(run_dir, *, method="baseline", rate, seed=0, accuracy, gap=0.0, memoriz
     results.write_json(run_dir / results.PROVENANCE, {"data": {"train_examples": train_examples}})
     results.write_json(run_dir / results.FINAL, {
         "dataset": "cifar10", "method": method, "noise_type": "symmetric", "noise_rate": rate, "seed": seed,
-        "test_accuracy": accuracy, "last_epoch_test_accuracy": accuracy, "best_test_accuracy": peak or accuracy,
+        "hparams": {}, "epochs": epochs, "test_accuracy": accuracy, "test_accuracy_last5": accuracy, "last_epoch_test_accuracy": accuracy, "best_test_accuracy": peak or accuracy,
         "last_mode_gap": gap, "last_memorized": memorized, "last_trainmode_memorized": memorized + 0.01,
         "wall_seconds": 60 * minutes})
 

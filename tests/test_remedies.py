@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from experiments import remedies, report
+from experiments import blocks, remedies
 from tfq_noise import methods, results
 
 
@@ -18,7 +18,8 @@ def _run(run_dir, method, rate, seed, accuracy, *, train_examples=1000, epochs=4
     results.write_json(run_dir / results.PROVENANCE, {"data": {"train_examples": train_examples}})
     final = {"dataset": "cifar10", "method": method, "noise_type": "symmetric", "noise_rate": rate, "seed": seed,
              "hparams": methods.default_hparams(method), "epochs": epochs, "epochs_trained": epochs,
-             "test_accuracy": accuracy, "last_memorized": memorized}
+             "test_accuracy": accuracy, "test_accuracy_last5": accuracy, "best_test_accuracy": accuracy,
+             "wall_seconds": epochs * epoch_seconds, "last_memorized": memorized}
     if trainings is not None:
         final["trainings"] = trainings
     if data_filter is not None:
@@ -100,7 +101,7 @@ def test_the_leader_has_the_best_mean_over_at_least_two_seeds_and_every_row_is_p
     assert remedies.setting_table(only_references, True)[0] == "No remedy beside the references: no leader."
 
 
-def test_markdown_figure_and_readme_block(tmp_path):
+def test_markdown_figure_and_readme_block(tmp_path, monkeypatch):
     exp = _experiment(tmp_path)
     summary = remedies.write(exp).read_text()
     assert (exp / remedies.FIGURE).stat().st_size > 10_000
@@ -112,12 +113,13 @@ def test_markdown_figure_and_readme_block(tmp_path):
     assert summary.count("†") == 2 and "† Over the corrupted examples the run kept" in summary
     assert "took 2 to 4 minutes across the 8 runs" in summary
 
+    monkeypatch.chdir(tmp_path)  # block folders are paths from where the command runs
     readme = tmp_path / "README.md"
     readme.write_text("a\n<!-- remedies:begin exp -->\nstale 99.9\n<!-- remedies:end exp -->\nb\n")
-    assert report.update_readme("exp", readme, kind="remedies")
-    body = report.readme_blocks(readme.read_text())[("remedies", "exp")]
+    assert blocks.update_markdown("exp", readme, "remedies", remedies.readme_block)
+    body = blocks.readme_blocks(readme.read_text())[("remedies", "exp")]
     assert "stale 99.9" not in body and "| cleanlab |" in body
-    assert report.update_readme("exp", readme, kind="report") is False  # no block of that kind
+    assert blocks.update_markdown("exp", readme, "report", remedies.readme_block) is False  # no block of that kind
 
 
 def test_a_missing_fold_or_size_is_an_error(tmp_path, capsys):

@@ -72,4 +72,31 @@ def require_tf_keras_model(model) -> None:
     raise TypeError(f"expected a tf_keras.Model, got {type(model).__name__}")
 
 
-__all__ = ["keras", "require_tf_keras_model", "__version__"]
+# The public API, imported on first use (tensorflow-model-optimization and cleanlab take seconds to load):
+# name → the module that defines it. docs/api.md documents each.
+_LAZY = {
+    "quantize_model": "tfq_noise.quantization.scheme",
+    "method": "tfq_noise.api",
+    "FitMethod": "tfq_noise.api",
+    "MemorizationCallback": "tfq_noise.memorization",
+    "find_label_errors": "tfq_noise.label_errors",
+    "LabelErrors": "tfq_noise.label_errors",
+    "export_int8": "tfq_noise.deploy.keras_export",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value  # looked up once
+        return value
+    raise AttributeError(f"module 'tfq_noise' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
+
+
+__all__ = ["keras", "require_tf_keras_model", "__version__", *_LAZY]

@@ -446,6 +446,7 @@ def quantize_scope():
 
 
 def _paper_quantize(model, spec: QuantizationSpec):
+    source = model
     model = split_layers(model)
     plans, input_bits = plan_model(model, spec)
 
@@ -460,7 +461,13 @@ def _paper_quantize(model, spec: QuantizationSpec):
     annotated = keras.models.clone_model(model, clone_function=annotate)
     annotated.set_weights(model.get_weights())
     with quantize_scope():
-        return _qkeras.quantize_apply(annotated, scheme=PaperQuantizeScheme(input_bits, spec.ema_momentum))
+        quantized = _qkeras.quantize_apply(annotated, scheme=PaperQuantizeScheme(input_bits, spec.ema_momentum))
+    # What it was made from, for an export that rebuilds it at 8-bit activations (untracked by Keras).
+    object.__setattr__(quantized, SOURCE_ATTRIBUTE, (source, spec, plans, input_bits))
+    return quantized
+
+
+SOURCE_ATTRIBUTE = "_tfq_noise_quantized_from"
 
 
 def _tfmot_default_8bit(model, spec: QuantizationSpec):
