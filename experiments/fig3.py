@@ -19,8 +19,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from experiments import tables  # noqa: E402
-from experiments.tune import SEARCH_SPACES, SUMMARY_DIR  # noqa: E402
+from . import blocks, tables  # noqa: E402
+from .tune import SEARCH_SPACES, SUMMARY_DIR  # noqa: E402
 from tfq_noise import results, stats  # noqa: E402
 
 FIGURE, SUMMARY = "fig3.png", "fig3.md"
@@ -30,7 +30,7 @@ QAT = "quantization W4/A4"
 
 
 def _accuracy(final: Mapping) -> float:
-    return 100 * tables.metric(final, "last_epoch_test_accuracy")
+    return 100 * final["test_accuracy"]  # the last epoch (early stopping: its selected epoch)
 
 
 def sweeps(experiment_dir: Path) -> list[dict]:
@@ -145,6 +145,13 @@ def plot(settings: Sequence[Mapping], path: Path, inputs, command: str) -> bool:
     return True
 
 
+def readme_block(experiment_dir, name: str | None = None, page: str = blocks.README) -> str:
+    """The sweep's tables for a page's ``<!-- fig3:begin EXPERIMENT_DIR -->`` block."""
+    directory = Path(experiment_dir)
+    command = f"python -m experiments.fig3 {name or directory.as_posix()} {blocks.readme_option(page)}"
+    return markdown(setting_rows(directory), pick_rows(directory), command)
+
+
 def write(experiment_dir: Path) -> str:
     experiment_dir = Path(experiment_dir)
     if not (experiment_dir / SUMMARY_DIR).is_dir():
@@ -156,20 +163,13 @@ def write(experiment_dir: Path) -> str:
     figure = plot(settings, experiment_dir / FIGURE, [experiment_dir], command)
     results.atomic_write_text(experiment_dir / SUMMARY, "# Fig. 3, measured\n\n" + text
                               + (f"\n![Fig. 3]({FIGURE})\n" if figure else ""))
+    print(text)
     return text
 
 
 def main(argv=None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if len(argv) != 1 or argv[0].startswith("-"):
-        print("usage: python -m experiments.fig3 EXPERIMENT_DIR", file=sys.stderr)
-        return 2
-    try:
-        print(write(Path(argv[0])))
-    except (FileNotFoundError, results.DamagedFile) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    return blocks.folder_command(argv, "python -m experiments.fig3", __doc__.split("\n\n")[0], "fig3", write,
+                                 readme_block, "results/recipe_search/recipe_n45k_e20_none")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """A map of when QAT helps: the paired W4/A4 gain against how much the float baseline memorizes.
 
     python -m experiments.qat_map                    # every protocol under results/, into results/qat_map/
-    python -m experiments.qat_map results/recipe_search results/paper --output_dir=results/qat_map
+    python -m experiments.qat_map results --readme=docs/results/when_qat_helps.md   # ...and that page's table
 
 One point per protocol (training-set size, augmentation, epochs, schedule) and noise setting where both
 the float baseline and W4/A4 QAT (the paper's default: first/last layers W8/A8) have finished on the same
@@ -15,7 +15,6 @@ two-sided paired t-test and sign test of the per-seed differences (:class:`tfq_n
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -25,10 +24,13 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from experiments import tables  # noqa: E402
+from . import blocks, tables  # noqa: E402
 from tfq_noise import results, stats  # noqa: E402
 
-DEFAULT_ROOTS = ("results/recipe_search", "results/paper", "results/cpu_cifar10", "results/cpu_cifar10n")
+# The folders below the results root that hold CIFAR-10 protocols of ResNet20 (recipes, the paper's protocol,
+# the small-data regime): every protocol the project has.
+PROTOCOL_FOLDERS = ("recipe_search", "paper", "cpu_cifar10", "cpu_cifar10n")
+OUTPUT = "qat_map"
 BASELINE, QAT = "baseline", "quantization W4/A4"
 FIGURE, SUMMARY, TABLE = "qat_map.png", "qat_map.md", "qat_map.csv"
 AUGMENT_NAMES = {"none": "no augmentation", "flip": "flip", "crop_flip": "crop + flip", False: "no augmentation",
@@ -88,7 +90,7 @@ def map_points(experiment_dirs_: Sequence[Path]) -> list[dict]:
             seeds = sorted(set(base) & set(qat))
             if not seeds:
                 continue
-            accuracy = lambda f: 100 * tables.metric(f, "last_epoch_test_accuracy")  # noqa: E731
+            accuracy = lambda f: 100 * f["test_accuracy"]  # noqa: E731  (last epoch; no method here selects one)
             differences = {s: accuracy(qat[s]) - accuracy(base[s]) for s in seeds}
             paired, test = stats.Paired.of(differences), stats.PairedTest.of(differences)
             corrupted = noise_type != "symmetric" or rate > 0  # s = 0: no wrong label to memorize
@@ -194,38 +196,52 @@ def csv_rows(points: Sequence[Mapping]) -> list[dict]:
     return rows
 
 
-def write(roots: Sequence[Path], output_dir: Path, command: str) -> str:
-    dirs = experiment_dirs(roots)
+def roots_of(results_root: Path) -> list[Path]:
+    return [Path(results_root) / name for name in PROTOCOL_FOLDERS]
+
+
+def _command(results_root, page=None) -> str:
+    root = Path(results_root).as_posix()
+    return "python -m experiments.qat_map" + ("" if root == "results" else f" {root}") + (
+        f" {blocks.readme_option(page)}" if page else "")
+
+
+def _points(results_root: Path) -> tuple[list[Path], list[dict]]:
+    dirs = experiment_dirs(roots_of(results_root))
     points = map_points(dirs)
     if not points:
-        raise FileNotFoundError(f"no protocol under {', '.join(map(str, roots))} has finished baseline and W4/A4 "
-                                "runs on a common seed")
+        raise FileNotFoundError(f"no protocol under {Path(results_root).as_posix()}/{{{','.join(PROTOCOL_FOLDERS)}}} "
+                                "has finished baseline and W4/A4 runs on a common seed")
+    return dirs, points
+
+
+def readme_block(results_root, name: str | None = None, page: str = blocks.README) -> str:
+    """The map's table for a page's ``<!-- qatmap:begin RESULTS_ROOT -->`` block."""
+    _, points = _points(Path(results_root))
+    return markdown(points, _command(name or results_root, page))
+
+
+def write(results_root) -> str:
+    results_root = Path(results_root)
+    dirs, points = _points(results_root)
+    output_dir = results_root / OUTPUT
     output_dir.mkdir(parents=True, exist_ok=True)
+    command = _command(results_root)
     text = markdown(points, command)
     figure = plot(points, output_dir / FIGURE, dirs, command)
     results.write_csv(output_dir / TABLE, csv_rows(points))
     results.atomic_write_text(output_dir / SUMMARY, "# When QAT helps\n\n" + text
                               + (f"\n![When QAT helps]({FIGURE})\n" if figure else ""))
+    print(text)
     return text
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m experiments.qat_map", description=__doc__.split("\n\n")[0])
-    parser.add_argument("roots", nargs="*", default=list(DEFAULT_ROOTS), help="results folders to search "
-                        f"(default: {' '.join(DEFAULT_ROOTS)})")
-    parser.add_argument("--output_dir", default="results/qat_map", help="where the table and figure go "
-                        "(default: results/qat_map)")
-    args = parser.parse_args(argv)
-    command = "python -m experiments.qat_map" + ("" if args.roots == list(DEFAULT_ROOTS) else
-                                                 " " + " ".join(args.roots))
-    if args.output_dir != "results/qat_map":
-        command += f" --output_dir={args.output_dir}"
-    try:
-        print(write([Path(r) for r in args.roots], Path(args.output_dir), command))
-    except (FileNotFoundError, results.DamagedFile) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not [a for a in argv if not a.startswith("-")]:
+        argv = ["results", *argv]
+    return blocks.folder_command(argv, "python -m experiments.qat_map", __doc__.split("\n\n")[0], "qatmap", write,
+                                 readme_block, "results")
 
 
 if __name__ == "__main__":

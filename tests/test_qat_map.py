@@ -51,35 +51,40 @@ def test_paired_tests_match_scipy():
 def test_the_map_pairs_seeds_per_protocol_and_says_where_qat_costs(tmp_path):
     from experiments import qat_map
 
-    none, crop = tmp_path / "recipe_none", tmp_path / "recipe_crop"
+    none, crop = tmp_path / "recipe_search" / "recipe_none", tmp_path / "recipe_search" / "recipe_crop"
     for seed, (b, q) in enumerate([(0.50, 0.70), (0.48, 0.69)]):
         _run(none, "baseline", 0.4, seed, b, memorized=0.7 + 0.02 * seed)
         _run(none, "quantization", 0.4, seed, q, memorized=0.06)
     _run(crop, "baseline", 0.4, 0, 0.80, memorized=0.04, augment="crop_flip")
     _run(crop, "quantization", 0.4, 0, 0.77, memorized=0.02, augment="crop_flip")
     _run(crop, "quantization", 0.8, 0, 0.60, augment="crop_flip")  # no baseline: no point
-    points = {p["protocol"]: p for p in qat_map.map_points(qat_map.experiment_dirs([tmp_path]))}
+    points = {p["protocol"]: p for p in qat_map.map_points(qat_map.experiment_dirs(qat_map.roots_of(tmp_path)))}
     assert set(points) == {"45k images, no augmentation, 20 epochs, cosine LR",
                            "45k images, crop + flip, 20 epochs, cosine LR"}
     unaugmented = points["45k images, no augmentation, 20 epochs, cosine LR"]
     assert unaugmented["gain"].mean == pytest.approx(20.5) and unaugmented["gain"].n == 2
     assert unaugmented["gain"].std == pytest.approx(math.sqrt(0.5))
     assert unaugmented["baseline_memorized"] == pytest.approx(71.0)
-    text = qat_map.write([tmp_path], tmp_path / "map", "python -m experiments.qat_map")
+    text = qat_map.write(tmp_path)
     assert "Where W4/A4 costs accuracy" in text and "crop + flip, 20 epochs, cosine LR, s = 40%: -3.0" in text
-    assert (tmp_path / "map" / "qat_map.png").is_file()
-    assert results.stale_figure(tmp_path / "map" / "qat_map.png") is None
-    rows = results.read_csv(tmp_path / "map" / "qat_map.csv")
+    assert (tmp_path / "qat_map" / "qat_map.png").is_file()
+    assert results.stale_figure(tmp_path / "qat_map" / "qat_map.png") is None
+    rows = results.read_csv(tmp_path / "qat_map" / "qat_map.csv")
+    page = tmp_path / "page.md"
+    page.write_text(f"intro\n<!-- qatmap:begin {tmp_path.as_posix()} -->\nold\n<!-- qatmap:end {tmp_path.as_posix()} -->\n")
+    assert qat_map.main([str(tmp_path), f"--readme={page}"]) == 0
+    written = page.read_text()
+    assert "old" not in written and "from 6 committed runs" in written and "| +20.5 ± 0.7 (2/2 > 0) |" in written
     assert sorted(round(float(r["gain_points"]), 1) for r in rows) == [-3.0, 20.0, 21.0]
 
 
 def test_the_map_refuses_folders_without_pairs(tmp_path, capsys):
     from experiments import qat_map
 
-    _run(tmp_path / "exp", "baseline", 0.4, 0, 0.5)
-    assert qat_map.main([str(tmp_path), f"--output_dir={tmp_path / 'out'}"]) == 2
+    _run(tmp_path / "recipe_search" / "exp", "baseline", 0.4, 0, 0.5)
+    assert qat_map.main([str(tmp_path)]) == 2
     assert "no protocol" in capsys.readouterr().err
-    assert not (tmp_path / "out").exists()
+    assert not (tmp_path / "qat_map").exists()
 
 
 def test_fig3_gains_picks_and_pairing_with_w4a4(tmp_path):
@@ -109,4 +114,24 @@ def test_fig3_gains_picks_and_pairing_with_w4a4(tmp_path):
     assert row["vs_qat"].gains == 0
     text = fig3.write(exp)
     assert "label_smoothing (label_smoothing=0.3)" in text and "**pick**" in text
+    assert fig3.main([str(tmp_path / "nothing")]) == 2
     assert results.stale_figure(exp / fig3.FIGURE) is None
+
+
+def test_the_headline_pairs_each_comparison_and_lists_what_is_to_come(tmp_path):
+    from experiments import headline
+
+    exp = tmp_path / headline.NONE45
+    for seed, (b, q, stop) in enumerate([(0.50, 0.70, 0.60), (0.46, 0.69, 0.61)]):
+        _run(exp, "baseline", 0.4, seed, b, memorized=0.7)
+        _run(exp, "quantization", 0.4, seed, q)
+        _run(exp, "early_stopping", 0.4, seed, stop)
+    found, missing = headline.rows(tmp_path)
+    by = {(r["comparison"].reference, r["comparison"].rate): r for r in found}
+    assert set(by) == {("baseline", 0.4), ("early_stopping", 0.4)}
+    assert by[("baseline", 0.4)]["gain"].mean == pytest.approx(21.5)
+    assert by[("early_stopping", 0.4)]["gain"].mean == pytest.approx(9.0)
+    assert by[("baseline", 0.4)]["memorized"] == pytest.approx(70.0)
+    assert len(missing) == len(headline.COMPARISONS) - 2
+    text = headline.markdown(found, missing, "cmd")
+    assert "| +21.5 ± 2.1 (2/2 > 0) |" in text and "To come (runs not finished)" in text

@@ -3,7 +3,7 @@ first/last-layer detection through preprocessing and output activations, clear e
 
 Everything runs on tiny models (≤ 16×16 inputs, a few filters, a couple of steps);
 MobileNetV2 / EfficientNetB0 are only planned here (building and planning them is
-fast), their full quantize-and-train check is a script (see the README).
+fast), their full quantize-and-train check is a script (see docs/quantizer.md).
 """
 
 from __future__ import annotations
@@ -342,7 +342,7 @@ def test_squeeze_excite_pass_through_layers_quantize_and_train():
 
 
 def test_mobilenetv2_plan_first_last_8bit_rest_4bit():
-    """Planning only (quantizing and training MobileNetV2 / EfficientNetB0 takes minutes: see the README)."""
+    """Planning only (quantizing and training MobileNetV2 / EfficientNetB0 takes minutes: see docs/quantizer.md)."""
     base = keras.applications.MobileNetV2(weights=None, input_shape=(32, 32, 3), classes=10, alpha=0.35)
     plans, input_bits = plan_model(base, QuantizationSpec())
     eight = {n for n, p in plans.items() if p.weight_bits == 8}
@@ -355,7 +355,7 @@ def test_mobilenetv2_plan_first_last_8bit_rest_4bit():
 
 def test_efficientnetb0_plan_gives_squeeze_excite_convs_a_range_before_their_activation():
     """EfficientNet's SE convs carry swish/sigmoid inside the Conv2D; split, the tensor before each activation
-    is quantized (8 bits), which is what lets the converter run them in int8 (the export check is in the README)."""
+    is quantized (8 bits), which is what lets the converter run them in int8 (the export check is in docs/quantizer.md)."""
     base = keras.applications.EfficientNetB0(weights=None, input_shape=(32, 32, 3), classes=10,
                                              classifier_activation=None)
     plans, _ = plan_model(base, QuantizationSpec())

@@ -1,7 +1,7 @@
-"""README.md's result tables are generated from committed files: each generated block must equal what
-``python -m experiments.report DIR --readme`` (or ``experiments.recipes``) gives now, and every figure the
-README shows must exist and be drawn from the committed runs as they are now. A hand edit of a figure, or a
-committed run that changed, fails here."""
+"""The README and docs/ pages say what the committed files say: every generated block equals what its command
+gives now, every figure exists and was drawn from the committed runs as they are now, every relative link
+resolves, and the README's verdict quotes only figures of its generated headline table. A hand edit of a
+figure, or a committed run that changed, fails here."""
 
 from __future__ import annotations
 
@@ -10,58 +10,113 @@ from pathlib import Path
 
 import pytest
 
-from experiments import report
+from experiments import blocks, docs
 
 ROOT = Path(__file__).resolve().parents[1]
-TEXT = (ROOT / "README.md").read_text()
-BLOCKS = report.readme_blocks(TEXT)
-COMMANDS = {"report": "report", "recipes": "recipes", "labelerrors": "label_error_study EXPERIMENT --output_dir=",
-            "remedies": "remedies", "precision": "precision"}
+README = ROOT / "README.md"
+TEXT = README.read_text()
+PAGES = [README, *sorted((ROOT / "docs").rglob("*.md"))]
+BLOCKS = [(page, kind, directory) for page in PAGES
+          for kind, directory in sorted(blocks.readme_blocks(page.read_text()))]
+FIGURE = re.compile(r"!\[[^\]]*\]\(([^)\s]+\.png)\)")
+LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)")
 
 
-def test_readme_has_generated_blocks():
-    assert {("report", "results/cpu_cifar10"), ("report", "results/cpu_cifar10n"), ("recipes", "results/recipe_search"),
-            ("remedies", "results/recipe_search/recipe_n20k_e20_none"),
-            ("report", "results/recipe_search/recipe_n45k_e20_none"),
-            ("remedies", "results/recipe_search/recipe_n45k_e20_none")} <= set(BLOCKS)
+def _name(page: Path) -> str:
+    return page.relative_to(ROOT).as_posix()
 
 
-@pytest.mark.parametrize("kind, directory", sorted(BLOCKS))
-def test_readme_block_matches_the_committed_results(kind, directory):
-    body = BLOCKS[(kind, directory)]
-    expected = report.generate_block(kind, ROOT / directory, directory)
-    assert body == expected, (f"README.md's block for {directory} differs from its committed files: run "
-                              f"python -m experiments.{COMMANDS[kind]} {directory} --readme")
+def test_the_pages_hold_the_result_blocks():
+    held = {(_name(p), k, d) for p, k, d in BLOCKS}
+    assert {("README.md", "headline", "results"),
+            ("docs/results/when_qat_helps.md", "qatmap", "results"),
+            ("docs/results/standard.md", "recipes", "results/recipe_search"),
+            ("docs/results/standard.md", "report", "results/recipe_search/recipe_n45k_e20_none"),
+            ("docs/results/standard.md", "remedies", "results/recipe_search/recipe_n45k_e20_none"),
+            ("docs/results/protocol_20k.md", "remedies", "results/recipe_search/recipe_n20k_e20_none"),
+            ("docs/results/small_data.md", "report", "results/cpu_cifar10"),
+            ("docs/results/quickstart.md", "report", "results/examples/quickstart")} <= held
 
 
-def test_every_figure_in_the_readme_exists():
-    figures = re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", TEXT)
-    assert figures
-    missing = [f for f in figures if not (ROOT / f).is_file()]
-    assert not missing, missing
+@pytest.mark.parametrize("page, kind, directory", BLOCKS, ids=lambda v: v if isinstance(v, str) else _name(v))
+def test_every_block_matches_the_committed_results(page, kind, directory):
+    body = blocks.readme_blocks(page.read_text())[(kind, directory)]
+    expected = docs.generate_block(kind, ROOT / directory, directory, _name(page))
+    command = blocks.KINDS[kind].format(dir=directory)
+    assert body == expected, (f"{_name(page)}'s {kind} block for {directory} differs from its committed files: run "
+                              f"{command} {blocks.readme_option(_name(page))}")
 
 
-def test_every_figure_in_the_readme_is_as_new_as_its_runs():
-    """Each README figure records the results folders it was drawn from and a digest of their runs: a run added
-    or rewritten after the figure was drawn fails here until the figure's command redraws it."""
+@pytest.mark.parametrize("page", PAGES, ids=_name)
+def test_every_figure_exists_and_is_as_new_as_its_runs(page):
+    """Each figure records the results folders it was drawn from and a digest of their runs: a run added or
+    rewritten after the figure was drawn fails here until the figure's command redraws it."""
     from tfq_noise import results
 
-    stale = [message for f in sorted(set(re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", TEXT)))
-             if (message := results.stale_figure(ROOT / f))]
+    figures = [(page.parent / f).resolve() for f in FIGURE.findall(page.read_text())]
+    missing = [str(f) for f in figures if not f.is_file()]
+    assert not missing, missing
+    stale = [message for f in sorted(set(figures)) if (message := results.stale_figure(f))]
     assert not stale, "\n".join(stale)
 
 
-def test_a_changed_figure_is_caught(tmp_path):
-    """The check bites: a README whose table says another number does not match."""
-    kind, body = "report", BLOCKS[("report", "results/cpu_cifar10")]
-    tampered = body.replace("| baseline |", "| baseline | 99.9 |", 1)
-    assert tampered != report.generate_block(kind, ROOT / "results/cpu_cifar10", "results/cpu_cifar10")
+@pytest.mark.parametrize("page", PAGES, ids=_name)
+def test_every_relative_link_resolves(page):
+    targets = [t.split("#", 1)[0] for t in LINK.findall(page.read_text()) + FIGURE.findall(page.read_text())
+               if not t.startswith(("http://", "https://", "mailto:", "#"))]
+    broken = [t for t in targets if t and not (page.parent / t).exists()]
+    assert not broken, f"{_name(page)}: {broken}"
+
+
+def test_a_changed_block_is_caught():
+    """The check bites: a table that says another number does not match."""
+    body = blocks.readme_blocks(TEXT)[("headline", "results")]
+    tampered = re.sub(r"\+(\d+)\.(\d)", lambda m: f"+{int(m.group(1)) + 1}.{m.group(2)}", body, count=1)
+    assert tampered != body
+    assert tampered != docs.generate_block("headline", ROOT / "results", "results", "README.md")
+
+
+def _verdict() -> str:
+    return " ".join(TEXT.split("**What the evidence says**", 1)[1].split("\n## ", 1)[0].split())
+
+
+def test_the_verdict_quotes_only_figures_of_the_headline_table():
+    """Every paired difference (signed, with or without its ± std) and every p-value the verdict quotes is in the
+    generated headline table, so a new seed that moves a figure fails here until the verdict is updated."""
+    table = " ".join(blocks.readme_blocks(TEXT)[("headline", "results")].split())
+    verdict = _verdict()
+    differences = re.findall(r"\+\d+\.\d(?: ± \d+\.\d)?", verdict)
+    assert len(differences) >= 8, differences
+    missing = [d for d in differences if f"| {d}" not in table]
+    assert not missing, missing
+    p_values = re.findall(r"p = (\d\.\d+)", verdict)
+    assert p_values and not [p for p in p_values if f"| {p} |" not in table], p_values
+    memorized = re.search(r"learns (\d+)% of its wrong labels at s = 40%", verdict).group(1)
+    assert f"| {memorized} |" in table
+
+
+def test_the_verdict_quotes_the_paper_where_it_disagrees():
+    paper = ROOT.parent / "shared" / "paper" / "tallec2023_fighting_overfitting_with_quantization.txt"
+    quoted = re.search(r'says that "([^"]+)"', _verdict()).group(1)
+    if paper.is_file():
+        assert quoted.lower() in " ".join(paper.read_text().split()).lower()
+    assert "dropout and pruning" in quoted
+
+
+def test_the_readme_is_short_and_has_its_parts():
+    lines = TEXT.splitlines()
+    assert len(lines) <= 260, len(lines)
+    headings = [line for line in lines if line.startswith("## ")]
+    for part in ("## Quantize your own model", "## Set-up: two commands", "## Results", "## A tour",
+                 "## Where to go next"):
+        assert part in headings, part
+    assert TEXT.index("```python") < TEXT.index("## Set-up")
 
 
 @pytest.mark.parametrize("flagfile, committed", [("quickstart.flags", "results/examples/quickstart"),
                                                    ("ferplus_folder.flags", "results/ferplus_folder")])
 def test_the_committed_runs_are_what_their_flagfile_runs(flagfile, committed):
-    """The README describes these folders as their flag file's output: same settings, run by run."""
+    """The pages describe these folders as their flag file's output: same settings, run by run."""
     from absl import flags
 
     from experiments import run as runner
@@ -77,34 +132,3 @@ def test_the_committed_runs_are_what_their_flagfile_runs(flagfile, committed):
     assert sorted(c.run_name for c in grid) == sorted(p.name for p in committed.iterdir() if p.is_dir())
     for config in grid:
         assert results.read_json(committed / config.run_name / results.CONFIG) == config.to_dict(), config.run_name
-
-
-STANDARD = "results/recipe_search/recipe_n45k_e20_none"  # the standard protocol (README, "The standard protocol")
-
-
-def _remedies_gains(method: str) -> list[str]:
-    """The 'vs baseline' column of ``method``'s row at s = 0, 40 and 80% in the standard protocol's generated
-    remedies block."""
-    body = BLOCKS[("remedies", STANDARD)]
-    gains = []
-    for rate in ("0%", "40%", "80%"):
-        section = body.split(f"#### s = {rate}\n", 1)[1].split("####", 1)[0]
-        row = next(line for line in section.splitlines() if line.startswith(f"| {method} |"))
-        gains.append(re.sub(r" \(\d+/\d+ > 0\)", "", row.split(" | ")[2]).replace("-", "−"))
-    return gains
-
-
-def test_the_headline_quotes_the_generated_gains():
-    """The summary at the top of the README restates the standard protocol's paired gains: it must say what
-    the generated block says, so a new seed that moves a figure fails here until the summary is updated."""
-    headline = TEXT.split("**What the evidence says so far**", 1)[1].split("\n## ", 1)[0]
-    headline = " ".join(headline.split())
-    w4a4 = _remedies_gains("quantization W4/A4")
-    assert all("±" in gain for gain in w4a4), w4a4
-    assert f"by {w4a4[0]}, {w4a4[1]} and {w4a4[2]} points" in headline, w4a4
-    w8a8 = _remedies_gains("quantization W8/A8")
-    assert f"gains {w8a8[0]}, {w8a8[1]} and {w8a8[2]}." in headline, w8a8
-    # The closest generic remedies it names (early stopping at s = 40%, structured pruning at s = 80%).
-    stopping, pruning = _remedies_gains("early_stopping")[1], _remedies_gains("pruning (prune_criterion=bn_gamma)")[2]
-    assert f"early stopping at s = 40% ({stopping})" in headline, stopping
-    assert f"pruning at s = 80% ({pruning})" in headline, pruning
