@@ -20,12 +20,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from . import blocks, tables  # noqa: E402
+from .style import method_color  # noqa: E402
 from .tune import SEARCH_SPACES, SUMMARY_DIR  # noqa: E402
 from tfq_noise import results, stats  # noqa: E402
 
 FIGURE, SUMMARY = "fig3.png", "fig3.md"
-FAMILY_COLORS = {"quantization": "tab:blue", "pruning": "tab:green", "dropout": "tab:purple",
-                 "weight_decay": "tab:brown", "label_smoothing": "tab:olive"}
+
 QAT = "quantization W4/A4"
 
 
@@ -129,7 +129,7 @@ def plot(settings: Sequence[Mapping], path: Path, inputs, command: str) -> bool:
     for ax, rate in zip(axes[:, 0], rates):
         rows = [r for r in settings if r["noise_rate"] == rate and r["gain"] is not None]
         x = range(len(rows))
-        ax.bar(x, [r["gain"] for r in rows], color=[FAMILY_COLORS.get(r["family"], "gray") for r in rows],
+        ax.bar(x, [r["gain"] for r in rows], color=[method_color(r["setting"]) for r in rows],
                edgecolor=["black" if r["pick"] else "none" for r in rows], linewidth=2)
         ax.set_xticks(list(x))
         ax.set_xticklabels([r["setting"].replace(" (", "\n(").replace("quantization ", "") for r in rows],

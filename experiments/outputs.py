@@ -85,3 +85,18 @@ class Outputs:
                 self.discard()  # whatever a failed rename left
         else:
             self.discard()
+
+
+def save_figure(fig, path, outputs: "Outputs | None", command: str) -> None:
+    """Saves a report figure at ``path`` (with ``outputs`` when given: renamed into place with the command's
+    other files), recording the folder it was drawn from and ``command``; closes the figure either way."""
+    import matplotlib.pyplot as plt
+
+    def save(target):
+        results.atomic_save_figure(fig, target, inputs=[Path(path).parent], dpi=120, bbox_inches="tight",
+                                   command=command)
+
+    try:
+        outputs.write(path, save) if outputs is not None else save(path)
+    finally:
+        plt.close(fig)

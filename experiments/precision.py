@@ -43,7 +43,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from tfq_noise import results, stats  # noqa: E402
 
 from . import blocks, tables  # noqa: E402
-from .outputs import Outputs  # noqa: E402
+from .outputs import Outputs, save_figure  # noqa: E402
 
 REFERENCE = "float32"
 # Baseline and W4/A4 at s = 0 and 40%: the settings the verdict needs, each with MIN_SEEDS paired seeds.
@@ -239,14 +239,7 @@ def plot(comparisons: Sequence[Comparison], path: Path, outputs: Outputs | None 
                  fontsize=10)
     ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize=8)
-    def save(target):
-        results.atomic_save_figure(fig, target, inputs=[Path(path).parent], dpi=120, bbox_inches="tight",
-                                   command=f"python -m experiments.precision {Path(path).parent.as_posix()}")
-
-    try:
-        outputs.write(path, save) if outputs is not None else save(path)
-    finally:
-        plt.close(fig)
+    save_figure(fig, path, outputs, f"python -m experiments.precision {Path(path).parent.as_posix()}")
     return True
 
 

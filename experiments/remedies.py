@@ -42,7 +42,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 from tfq_noise import results, stats  # noqa: E402
 
 from . import blocks, tables  # noqa: E402
-from .outputs import Outputs  # noqa: E402
+from .outputs import Outputs, save_figure  # noqa: E402
+from .style import method_color  # noqa: E402
 
 REFERENCES = ("baseline", "quantization W4/A4")
 LEADER_SEEDS = 2  # a leader is chosen among the remedies with at least this many seeds, when there are any
@@ -219,14 +220,17 @@ def plot(summary: Sequence[tuple], path: Path, outputs: Outputs | None = None) -
     settings = [(name, rows, relative) for name, rows, relative, _ in summary if len(rows) > 1]
     if not settings:
         return False
-    fig, axes = plt.subplots(1, len(settings), figsize=(6.4 * len(settings), 4.8), squeeze=False)
-    for ax, (name, rows, relative) in zip(axes[0], settings):
+    columns = min(2, len(settings))
+    grid_rows = math.ceil(len(settings) / columns)
+    fig, axes = plt.subplots(grid_rows, columns, figsize=(8.5 * columns, 5.6 * grid_rows), squeeze=False)
+    for ax in axes.flat[len(settings):]:
+        ax.set_visible(False)
+    for ax, (name, rows, relative) in zip(axes.flat, settings):
         low, high = min(r.cost for r in rows), max(r.cost for r in rows)
         for r in rows:
             mean, std, n = r.accuracy
-            color = {"baseline": "k", "quantization W4/A4": "tab:red"}.get(r.label, "tab:blue")
             ax.errorbar(r.cost, mean, yerr=std if n > 1 else None, fmt="s" if "quantization" in r.label else "o",
-                        color=color, capsize=3)
+                        color=method_color(r.label), capsize=3, markersize=7)
             if r.label == "baseline":
                 ax.axhline(mean, color="k", lw=0.6, ls=":")
         ax.set_xscale("log")
@@ -234,29 +238,26 @@ def plot(summary: Sequence[tuple], path: Path, outputs: Outputs | None = None) -
         span = max(r.accuracy[0] for r in rows) - min(r.accuracy[0] for r in rows)
         ax.set_ylim(min(r.accuracy[0] for r in rows) - 0.1 * span - 1,
                     max(r.accuracy[0] for r in rows) + 0.1 * span + 1)
-        gap, text_y = 0.055 * (ax.get_ylim()[1] - ax.get_ylim()[0]), -math.inf
+        gap, text_y = 0.075 * (ax.get_ylim()[1] - ax.get_ylim()[0]), -math.inf
         for r in sorted(rows, key=lambda r: r.accuracy[0]):  # labels to the right, spread so none overlap
             text_y = max(r.accuracy[0], text_y + gap)
+            if text_y + gap > ax.get_ylim()[1]:  # the stack of labels stays inside the panel
+                ax.set_ylim(ax.get_ylim()[0], text_y + gap)
             ax.annotate(f"{r.label} (n={r.accuracy[2]})", (r.cost, r.accuracy[0]), xytext=(high * 1.5, text_y),
-                        fontsize=7, va="center", arrowprops={"arrowstyle": "-", "lw": 0.4, "color": "0.6"})
+                        fontsize=9, va="center", color=method_color(r.label),
+                        arrowprops={"arrowstyle": "-", "lw": 0.4, "color": "0.6"})
         ticks = [t for t in (0.25, 0.5, 1, 2, 5, 10, 20) if low / 1.5 <= t <= high * 8]
         if relative and ticks:
             ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
             ax.minorticks_off()
         ax.set_xlabel("images processed in training, in baseline trainings (log)" if relative else
                       "images processed in training (log)")
-        ax.set_ylabel("clean test accuracy, %")
-        ax.set_title(name)
+        ax.set_ylabel("clean test accuracy, %", fontsize=11)
+        ax.set_title(name, fontsize=12)
+        ax.tick_params(labelsize=10)
         ax.grid(alpha=0.3)
     fig.suptitle("Accuracy against training cost (square: with W4/A4 QAT; bars: sample std over seeds)")
-    def save(target):
-        results.atomic_save_figure(fig, target, inputs=[Path(path).parent], dpi=120, bbox_inches="tight",
-                                   command=f"python -m experiments.remedies {Path(path).parent.as_posix()}")
-
-    try:
-        outputs.write(path, save) if outputs is not None else save(path)
-    finally:
-        plt.close(fig)
+    save_figure(fig, path, outputs, f"python -m experiments.remedies {Path(path).parent.as_posix()}")
     return True
 
 

@@ -46,7 +46,8 @@ import numpy as np  # noqa: E402
 from tfq_noise import results, stats  # noqa: E402
 
 from . import blocks, tables, validation  # noqa: E402
-from .outputs import Outputs  # noqa: E402
+from .outputs import Outputs, save_figure  # noqa: E402
+from .style import method_color  # noqa: E402
 
 PAPER_FIG2 = tables.PAPER_FIG2
 FIGURE_METRICS = (("test_accuracy", "last epoch"), ("best_test_accuracy", "best epoch, selected on the test set"))
@@ -55,14 +56,7 @@ FIGURE_METRICS = (("test_accuracy", "last epoch"), ("best_test_accuracy", "best 
 def _png(fig, path: Path, outputs: Outputs | None = None) -> None:
     """Saves a figure of the report at ``path``, with ``outputs`` when given (renamed into place with the
     report's other files)."""
-    def save(target):
-        results.atomic_save_figure(fig, target, inputs=[Path(path).parent], dpi=120, bbox_inches="tight",
-                                   command=f"python -m experiments.report {Path(path).parent.as_posix()}")
-
-    try:
-        outputs.write(path, save) if outputs is not None else save(path)
-    finally:
-        plt.close(fig)
+    save_figure(fig, path, outputs, f"python -m experiments.report {Path(path).parent.as_posix()}")
 
 
 def _points(final, key):
@@ -74,11 +68,10 @@ def plot_accuracy_vs_noise(grouped, path: Path, paper_reference: bool = False, o
     """Fig. 2: gain over the baseline paired by seed (mean ± std of per-seed differences) and accuracy."""
     baseline = grouped.get("baseline")
     labels = tables.ordered(grouped)
-    if not labels:
-        return False
+    if not labels or len({r for by_rate in grouped.values() for r in by_rate}) < 2:
+        return False  # one noise rate: a curve against the rate would be a column of dots
     fig, axes = plt.subplots(2, len(FIGURE_METRICS), figsize=(6.5 * len(FIGURE_METRICS), 8), squeeze=False)
-    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    colors = {label: cycle[i % len(cycle)] for i, label in enumerate(labels)}  # one colour per method, every panel
+    colors = {label: method_color(label) for label in labels}  # one colour per method, in every figure
     for col, (key, title) in enumerate(FIGURE_METRICS):
         for label in labels:
             rates = sorted(grouped[label])
@@ -149,7 +142,7 @@ def _integer_epochs(ax) -> None:
 
 
 def plot_loss_curves(grouped, histories, rate, path: Path, outputs: Outputs | None = None) -> bool:
-    pairs = [(l, c) for l, c in (("baseline", "tab:blue"), ("quantization W4/A4", "tab:red")) if l in grouped]
+    pairs = [(l, method_color(l)) for l in ("baseline", "quantization W4/A4") if l in grouped]
     if rate is None or not any(grouped[l].get(rate) for l, _ in pairs):
         return False
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -185,13 +178,12 @@ def plot_memorization(grouped, histories, rate, path: Path, num_classes: int = 1
     if rate is None or not labels:
         return False
     fig, axes = plt.subplots(1, 3, figsize=(18, 4.8))
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     training_mode = selected = False
-    for i, label in enumerate(labels):
+    for label in labels:
         final = _first_seed(grouped[label][rate])
         h = histories[final["run_dir"]]
         epochs = [r["epoch"] + 1 for r in h]
-        style = dict(linewidth=2.5 if "quantization" in label else 1.2, color=colors[i % len(colors)])
+        style = dict(linewidth=2.5 if "quantization" in label else 1.2, color=method_color(label))
         # a run that keeps an earlier epoch's model (early stopping): a star there, as its curve may lie
         # under the baseline's (same schedule and seed until it stops)
         kept = [r for r in h[:-1] if r["epoch"] == final.get("selected_epoch")]

@@ -46,6 +46,8 @@ import numpy as np
 
 from tfq_noise import results, stats
 
+from .style import method_color
+
 METHOD_LABELS = {
     "baseline": "Baseline",
     "early_stopping": "Early Stopping",
@@ -362,8 +364,10 @@ def save_figure(table: Mapping, path: Path, inputs: Sequence[Path] | None = None
     y = np.arange(len(rows))
     avg = means[:, -1]
     std = np.array([r["std"][-1] for r in rows])
-    colors = ["tab:red" if r["label"].startswith("Quantization") else "tab:gray" if r["label"] == "Baseline"
-              else "tab:blue" for r in rows]
+    # One colour per method, as in every figure (a combination takes its first method's: quantization+early_stopping
+    # is W4/A4's red).
+    colors = [method_color("quantization W4/A4" if r["method"].startswith("quantization") else r["method"])
+              for r in rows]
     ax_bar.barh(y, avg, xerr=std, color=colors, alpha=0.8, capsize=3)
     right = avg + std
     if "bp4d" in table["datasets"]:

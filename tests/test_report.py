@@ -340,7 +340,7 @@ def test_a_read_only_folder_is_exit_status_1_and_leaves_nothing(tmp_path, capsys
     finally:
         os.chmod(exp, 0o755)
     line = _one_error_line(capsys)
-    assert line == f"error: cannot write {exp / 'accuracy_vs_noise.png'}: Permission denied"
+    assert line == f"error: cannot write {exp / 'loss_curves.png'}: Permission denied"  # the first file it writes
     assert sorted(_written(exp)) == []
 
 
@@ -366,7 +366,7 @@ def test_a_full_disk_is_exit_status_1_and_the_folder_keeps_its_report(tmp_path, 
     monkeypatch.setattr(results, "atomic_write", fill_up)
     assert report.main([str(exp)]) == 1
     line = _one_error_line(capsys)
-    assert line == f"error: cannot write {exp / 'memorization.png'}: No space left on device"
+    assert line == f"error: cannot write {exp / 'runs.csv'}: No space left on device"  # its third file
     assert _written(exp) == before
     monkeypatch.setattr(results, "atomic_write", real)
     assert report.main([str(exp)]) == 0  # with room again, the new report replaces the old one
