@@ -40,6 +40,7 @@ KINDS = {
     "qatmap": "python -m experiments.qat_map {dir}",
     "fig3": "python -m experiments.fig3 {dir}",
     "headline": "python -m experiments.headline {dir}",
+    "shipped": "python -m experiments.shipped {dir}",
 }
 README = "README.md"
 BLOCK = re.compile(rf"(<!-- (?P<kind>{'|'.join(KINDS)}):begin (?P<dir>\S+) -->\n)(?P<body>.*?)"

@@ -17,7 +17,7 @@ import os
 import sys
 from pathlib import Path
 
-from . import blocks, fig3, headline, label_error_study, precision, qat_map, recipes, remedies, tables
+from . import blocks, fig3, headline, label_error_study, precision, qat_map, recipes, remedies, shipped, tables
 
 # Kind → its generator: (folder on disk, the folder as the page names it, the page) → the block's text.
 GENERATORS: dict[str, blocks.Generator] = {
@@ -29,6 +29,7 @@ GENERATORS: dict[str, blocks.Generator] = {
     "qatmap": qat_map.readme_block,
     "fig3": fig3.readme_block,
     "headline": headline.readme_block,
+    "shipped": shipped.readme_block,
 }
 
 
@@ -39,8 +40,10 @@ def generate_block(kind: str, directory, name: str, markdown: str = blocks.READM
 
 
 def pages(root: Path = Path(".")) -> list[Path]:
-    """The pages that may hold blocks: README.md and every page below docs/ (docs/results/ included)."""
-    return [p for p in [root / blocks.README, *sorted((root / "docs").rglob("*.md"))] if p.is_file()]
+    """The pages that may hold blocks: README.md, every page below docs/ (docs/results/ included) and the shipped
+    models' tflite_models/README.md."""
+    return [p for p in [root / blocks.README, *sorted((root / "docs").rglob("*.md")), root / "tflite_models" / "README.md"]
+            if p.is_file()]
 
 
 def stale_blocks(markdown: Path, root: Path = Path(".")) -> list[str]:
