@@ -36,9 +36,9 @@ DEFAULT_TRAINED_TOLERANCE_POINTS = 1.0
 def quantized_source(model):
     """``(float model, QuantizationSpec, layer plans, input bits)`` of a model made by ``quantize_model``
     with the paper's scheme, else None."""
-    from tfq_noise.quantization.scheme import SOURCE_ATTRIBUTE
+    from tfq_noise.quantization.scheme import SOURCES
 
-    return getattr(model, SOURCE_ATTRIBUTE, None)
+    return SOURCES.get(model)
 
 
 def rebuild_a8(model):

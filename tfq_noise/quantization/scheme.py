@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import weakref
 from typing import Mapping
 
 import tfq_noise  # noqa: F401
@@ -462,12 +463,14 @@ def _paper_quantize(model, spec: QuantizationSpec):
     annotated.set_weights(model.get_weights())
     with quantize_scope():
         quantized = _qkeras.quantize_apply(annotated, scheme=PaperQuantizeScheme(input_bits, spec.ema_momentum))
-    # What it was made from, for an export that rebuilds it at 8-bit activations (untracked by Keras).
-    object.__setattr__(quantized, SOURCE_ATTRIBUTE, (source, spec, plans, input_bits))
+    # What it was made from, for an export that rebuilds it at 8-bit activations. Kept beside the model, not
+    # on it: an attribute would be one more model to Keras's weight saving and loading.
+    SOURCES[quantized] = (source, spec, plans, input_bits)
     return quantized
 
 
-SOURCE_ATTRIBUTE = "_tfq_noise_quantized_from"
+# A quantized model of the paper's scheme -> (float model, QuantizationSpec, layer plans, input bits).
+SOURCES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 def _tfmot_default_8bit(model, spec: QuantizationSpec):
