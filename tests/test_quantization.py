@@ -655,3 +655,25 @@ def test_tflite_int8_ops_and_w4_grid_after_bn_folding():
     logits = interpreter.get_tensor(out["index"])
     expected = model(sample, training=False).numpy()
     np.testing.assert_allclose(logits, expected, atol=0.1 * np.abs(expected).max())
+
+
+def test_saved_weights_hold_the_quantized_model_only(tmp_path):
+    """What quantize_model keeps of the float model it was made from (for export) is not part of the quantized
+    model's variables: its saved weights are its own layers' and load into a model quantized anew."""
+    import h5py
+
+    def build():
+        return keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3, name="stem"),
+                                 keras.layers.ReLU(name="relu"), keras.layers.GlobalAveragePooling2D(name="gap"),
+                                 keras.layers.Dense(2, name="head")])
+
+    qat = quantize_model(build(), weight_bits=4, activation_bits=4)
+    path = tmp_path / "model.weights.h5"
+    qat.save_weights(str(path))
+    with h5py.File(path, "r") as f:
+        assert sorted(f) == ["layers", "vars"]  # no other object (the float model) saved beside the layers
+        assert len(f["layers"]) == len(qat.layers)
+    fresh = quantize_model(build(), weight_bits=4, activation_bits=4)
+    fresh.load_weights(str(path))
+    for a, b in zip(qat.weights, fresh.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
