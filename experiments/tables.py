@@ -363,6 +363,9 @@ class ExperimentTables:
         warning = self.adequacy_warning()
         if warning:
             lines += [warning, ""]
+        run_warnings = sorted({w for f in self.finals for w in (f.get("warnings") or ()) if isinstance(w, str)})
+        if run_warnings:  # what the runs themselves found doubtful (e.g. too few steps an epoch), first
+            lines += [f"**Warning**: {w}" for w in run_warnings] + [""]
         if self.finals:
             caveats = sorted({f.get("data_caveat") for f in self.finals if f.get("data_caveat")})
             lines += [f"{len(self.finals)} finished runs; dataset {self.finals[0]['dataset']}.", "",

@@ -224,6 +224,19 @@ def test_runs_at_chance_are_called_meaningless(tmp_path):
     assert "mean anything" not in report.write_report(real).read_text()
 
 
+
+def test_a_runs_own_warning_heads_the_summary(tmp_path):
+    """A run that found its data too small for its batch size says so in final.json; the summary says it first."""
+    exp = tmp_path / "exp"
+    _fake_run(exp, "baseline", 0.4, 0, [0.3, 0.4, 0.35, 0.3, 0.3, 0.3])
+    _fake_run(exp, "quantization", 0.4, 0, [0.3, 0.4, 0.45, 0.5, 0.5, 0.5])
+    final_path = next(exp.glob("*baseline*")) / results.FINAL
+    warning = "only 6 training steps in all (43 images, batch 128): lower --batch_size"
+    results.write_json(final_path, {**results.read_json(final_path), "warnings": [warning]})
+    summary = report.write_report(exp).read_text()
+    assert f"**Warning**: {warning}" in summary
+    assert summary.index(warning) < summary.index("finished runs")
+
 def test_fig3_at_one_rate_against_the_fewest_changes_setting(tmp_path):
     """The standard protocol's Fig. 3: settings at s = 40% only, the pruning reference being BN-γ pruning at
     the default ratio (no default variant exists), a bfloat16 run not counted as a setting."""
