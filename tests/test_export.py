@@ -298,7 +298,7 @@ def test_benchmark_compares_one_architecture_only():
         ("b_int8.tflite", "b_float.tflite", "B")]  # not against a_float (--reference, other architecture)
 
 
-# litert-benchmark's stdout (ai-edge-litert 2.3.0) for tflite_models/resnet20_s40_baseline_ptq_int8.tflite,
+# litert-benchmark's stdout (ai-edge-litert 2.3.0) for the 9,000-image protocol's post-training int8 file (shipped then),
 # --num_threads=1 --warmup_runs=5 --num_runs=20, on a loaded machine; its log lines go to stderr.
 LITERT_BENCHMARK_OUTPUT = """\
 

@@ -23,8 +23,8 @@ from tfq_noise.deploy import benchmark, checks, export, verify, writer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODELS = REPO_ROOT / "tflite_models"
-INT8 = MODELS / "resnet20_s40_baseline_ptq_int8.tflite"
-FLOAT = MODELS / "resnet20_s40_baseline_float32.tflite"
+INT8 = MODELS / "resnet20_n45k_s40_baseline_ptq_int8.tflite"
+FLOAT = MODELS / "resnet20_n45k_s40_baseline_float32.tflite"
 QUICK = ["--runs=3", "--warmup_runs=0", "--batch=1", "--threads=1"]
 
 

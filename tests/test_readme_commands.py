@@ -71,18 +71,18 @@ def test_the_predict_command_on_a_folder_of_images(tmp_path, cifar10_data):
     import tensorflow as tf
 
     argv = _one("python -m tfq_noise.deploy.predict")
-    shipped = sorted((ROOT / "tflite_models").glob("*int8*.tflite"))
-    assert shipped
+    (named,) = [a for a in argv if a.endswith(".tflite")]
+    assert (ROOT / named).is_file(), f"the README names {named}, which tflite_models/ does not hold"
     images = tmp_path / "images"
     images.mkdir()
-    for i in range(20):
+    for i in range(100):
         (images / f"{i:02d}.png").write_bytes(tf.io.encode_png(cifar10_data.test.images[i]).numpy())
-    argv = [str(shipped[0]) if a.endswith(".tflite") else str(images) if a == "path/to/images/" else
+    argv = [str(ROOT / named) if a.endswith(".tflite") else str(images) if a == "path/to/images/" else
             f"--output={tmp_path / 'predictions.csv'}" if a.startswith("--output=") else a for a in argv]
     done = _run(argv, tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     with open(tmp_path / "predictions.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 20
+    assert len(rows) == 100
     accuracy = np.mean([int(r["class_index"]) == cifar10_data.test.labels[int(Path(r["path"]).stem)] for r in rows])
-    assert accuracy > 0.2  # a trained model, not chance (10%)
+    assert accuracy > 0.55  # the shipped model (about 70% on the test set), not chance (10%) nor a weak model
