@@ -224,7 +224,6 @@ def test_runs_at_chance_are_called_meaningless(tmp_path):
     assert "mean anything" not in report.write_report(real).read_text()
 
 
-
 def test_a_runs_own_warning_heads_the_summary(tmp_path):
     """A run that found its data too small for its batch size says so in final.json; the summary says it first."""
     exp = tmp_path / "exp"
@@ -236,6 +235,7 @@ def test_a_runs_own_warning_heads_the_summary(tmp_path):
     summary = report.write_report(exp).read_text()
     assert f"**Warning**: {warning}" in summary
     assert summary.index(warning) < summary.index("finished runs")
+
 
 def test_fig3_at_one_rate_against_the_fewest_changes_setting(tmp_path):
     """The standard protocol's Fig. 3: settings at s = 40% only, the pruning reference being BN-γ pruning at
