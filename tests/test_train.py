@@ -16,13 +16,15 @@ import time
 from pathlib import Path
 
 import tfq_noise  # noqa: F401  (selects Keras 2 before TensorFlow loads)
+import h5py
 import numpy as np
 import pytest
 
 from tfq_noise import callbacks, keras, results, tasks
 from tfq_noise.callbacks import predict_logits
 from tfq_noise.config import RunConfig
-from tfq_noise.train import RunFailed, build_run_model, load_trained_model, release_memory, train
+from tfq_noise.train import (RunFailed, build_run_model, load_trained_model, release_memory, strip_optimizer_state,
+                             train)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(experiment="test", model_kwargs={"blocks_per_stage": 1}, train_size=300, batch_size=64,
@@ -149,6 +151,8 @@ def test_final_json_schema_and_summary(resumed):
     assert final["realized_flip_rate"] == pytest.approx(np.mean(resumed["data"].train_corrupted))
     for name in (results.CONFIG, results.PROVENANCE, results.WEIGHTS):
         assert (resumed["run_dir"] / name).is_file(), name
+    with h5py.File(resumed["run_dir"] / results.WEIGHTS, "r") as weights:  # the model's, not Adam's state
+        assert "layers" in weights and "optimizer" not in weights
     assert RunConfig.from_dict(results.read_json(resumed["run_dir"] / results.CONFIG)).run_name == config.run_name
     for key in ("memorized", "corrected", "train_noisy_accuracy", "train_clean_accuracy", "test_accuracy",
                 "val_accuracy", "loss", "trainmode_memorized", "trainmode_train_noisy_accuracy", "mode_gap"):
@@ -225,6 +229,26 @@ def test_load_trained_model_gives_the_final_predictions(resumed):
     logits = predict_logits(model, data.test_images, data.mean, data.std)
     assert float(np.mean(logits.argmax(-1) == data.test_labels)) == pytest.approx(final["test_accuracy"], abs=1e-9)
 
+
+
+def test_strip_optimizer_state_keeps_the_model(resumed, tmp_path):
+    """A weights file with Adam's state (as ``save_weights`` writes it after training) loses only that state."""
+    model, _, _ = load_trained_model(resumed["run_dir"])
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=loss)
+    data = resumed["data"]
+    model.train_on_batch(data.train_images[:8].astype("float32"), data.train_labels[:8])  # creates Adam's slots
+    path = tmp_path / "model.weights.h5"
+    model.save_weights(path)
+    with h5py.File(path, "r") as weights:
+        assert "optimizer" in weights
+    size = path.stat().st_size
+    assert strip_optimizer_state(path) and path.stat().st_size < size / 2
+    assert not strip_optimizer_state(path) and sorted(p.name for p in tmp_path.iterdir()) == ["model.weights.h5"]
+    again = build_run_model(resumed["config"], resumed["final"]["input_shape"], resumed["final"]["num_outputs"])
+    again.load_weights(path)
+    for a, b in zip(model.get_weights(), again.get_weights()):
+        np.testing.assert_array_equal(a, b)
 
 def test_load_trained_model_refuses_unfinished_runs(tmp_path):
     with pytest.raises(FileNotFoundError):

@@ -14,7 +14,9 @@
   images; see :func:`write_predictions`; files written before also hold the test set);
 * ``warnings`` in ``final.json`` — what makes the run's figures doubtful (e.g. too
   few training steps for BatchNorm to settle), also printed when it starts;
-* ``model.weights.h5`` and ``checkpoints/`` — never committed.
+* ``model.weights.h5`` — the final weights, without the optimizer's state (about 1.3 MB for ResNet20);
+  committed only for the paper's protocol (``results/paper``), whose models the project ships;
+* ``checkpoints/`` — never committed.
 
 A figure made from runs records where it came from: :func:`atomic_save_figure` with ``inputs`` writes into the
 PNG the folders it read, a digest of their runs' ``final.json`` and ``history.csv`` files and the command that

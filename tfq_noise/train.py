@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import os
 import shutil
 import time
 from pathlib import Path
 
+import h5py
 import numpy as np
 import tensorflow as tf
 
@@ -291,7 +293,7 @@ def train(config: RunConfig, run_dir: str | Path, paths: DataPaths | None = None
         final_eval = evaluation.evaluate()
     else:
         final_eval = {k: v for k, v in history[-1].items() if k.startswith(FINAL_METRIC_PREFIXES)}
-    model.save_weights(run_dir / results.WEIGHTS)
+    save_final_weights(model, run_dir / results.WEIGHTS)
     write_predictions(model, data, run_dir / results.PREDICTIONS, exact_predictions)
     final = _summary(config, history, final_eval, task, clock.seconds, data, best_epoch)
     final["warnings"] = warnings
@@ -372,6 +374,35 @@ def release_memory() -> None:
     """Frees the graphs and models of finished runs (a long grid must hold steady memory)."""
     keras.backend.clear_session()
     gc.collect()
+
+
+def save_final_weights(model, path: str | Path) -> None:
+    """Writes a finished model's weights, without the optimizer's state, in one step (no half-written file).
+
+    A finished run is loaded, never resumed (its checkpoints resume it), so Adam's two moment estimates would
+    only triple the file (ResNet20: 3.5 MB with them, 1.1 MB without); ``load_weights`` reads either.
+    """
+    path = Path(path)
+    partial = path.with_name("partial." + path.name)  # tf_keras picks its format from the ".weights.h5" suffix
+    model.save_weights(partial)
+    strip_optimizer_state(partial)
+    os.replace(partial, path)
+
+
+def strip_optimizer_state(path: str | Path) -> bool:
+    """Rewrites a ``.weights.h5`` file without its ``optimizer`` group; returns whether it had one."""
+    path = Path(path)
+    stripped = path.with_name("stripped." + path.name)
+    with h5py.File(path, "r") as source:
+        if "optimizer" not in source:
+            return False
+        with h5py.File(stripped, "w") as target:
+            target.attrs.update(source.attrs)
+            for key in source:
+                if key != "optimizer":
+                    source.copy(source[key], target, name=key)
+    os.replace(stripped, path)
+    return True
 
 
 def load_trained_model(run_dir: str | Path):
