@@ -205,6 +205,8 @@ def test_ctrl_c_during_start_up_is_one_line_and_status_130(tmp_path):
                     os.kill(os.getpid(), signal.SIGINT)
                 return None
 
+        # Ctrl-C's default action, whatever this test's caller set (a shell's background job ignores SIGINT).
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         sys.meta_path.insert(0, InterruptTheImport())
         sys.argv = ["experiments.run", "--results_dir=" + sys.argv[1]]
         runpy.run_module("experiments.run", run_name="__main__", alter_sys=True)
