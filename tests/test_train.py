@@ -230,7 +230,6 @@ def test_load_trained_model_gives_the_final_predictions(resumed):
     assert float(np.mean(logits.argmax(-1) == data.test_labels)) == pytest.approx(final["test_accuracy"], abs=1e-9)
 
 
-
 def test_strip_optimizer_state_keeps_the_model(resumed, tmp_path):
     """A weights file with Adam's state (as ``save_weights`` writes it after training) loses only that state."""
     model, _, _ = load_trained_model(resumed["run_dir"])
@@ -249,6 +248,7 @@ def test_strip_optimizer_state_keeps_the_model(resumed, tmp_path):
     again.load_weights(path)
     for a, b in zip(model.get_weights(), again.get_weights()):
         np.testing.assert_array_equal(a, b)
+
 
 def test_load_trained_model_refuses_unfinished_runs(tmp_path):
     with pytest.raises(FileNotFoundError):
